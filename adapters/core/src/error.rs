@@ -1,0 +1,72 @@
+//! Errors from queues and targets, classified for the retry policy.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// Whether retrying an operation later can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts, connection loss: retry with backoff.
+    Transient,
+    /// Bad input, payload too large, 4xx, missing permission: retrying cannot help.
+    Permanent,
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        })
+    }
+}
+
+/// An error from a source or a publisher.
+///
+/// `message` holds the whole cause chain already rendered, so logs and dead-letter reasons show
+/// the provider's own words, not just the outermost wrapper.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct QueueError {
+    /// Transient or permanent.
+    pub class: ErrorClass,
+    /// Human-readable description, including causes and, where known, a hint.
+    pub message: String,
+}
+
+impl QueueError {
+    /// A transient error.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Transient, message: message.into() }
+    }
+
+    /// A permanent error.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Permanent, message: message.into() }
+    }
+
+    /// True when retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+
+    /// Builds an error from `err` and every error in its `source()` chain, joined with ": ".
+    pub fn from_chain(class: ErrorClass, err: &(dyn StdError + 'static)) -> Self {
+        Self { class, message: render_chain(err) }
+    }
+}
+
+/// Renders an error and its causes as `outer: cause: root cause`, skipping repeats.
+pub fn render_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,87 @@
+//! The two traits the pipeline uses: [`Source`] to consume and [`Publisher`] to produce.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{AckToken, Delivery, OutboundMessage, QueueError};
+
+/// What a receive call returned.
+#[derive(Debug)]
+pub enum Received {
+    /// Zero or more messages (zero after an empty long poll).
+    Messages(Vec<Delivery>),
+    /// The source is finite and has nothing left, now or later (a file read to its end with
+    /// every line settled). Queues never return this.
+    Exhausted,
+}
+
+/// Where messages come from, for logs, metrics and the `source` field patterns see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// `sqs`, `pubsub`, `file` or `memory`.
+    pub kind: &'static str,
+    /// Queue URL, subscription, path or memory queue name.
+    pub name: String,
+}
+
+/// Provider limits the pipeline must respect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Most messages one `receive` call may return (SQS: 10).
+    pub max_receive_batch: usize,
+    /// Most tokens one `ack` call may carry (SQS `DeleteMessageBatch`: 10).
+    pub max_ack_batch: usize,
+    /// Longest single visibility / ack-deadline change (SQS: 12 h, Pub/Sub: 600 s).
+    pub max_lease: Duration,
+    /// The lease a received message starts with (visibility timeout / ack deadline).
+    pub initial_lease: Duration,
+}
+
+/// Tokens whose ack failed, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{} ack(s) failed: {error}", failed.len())]
+pub struct AckFailure {
+    /// The tokens to retry (or give up on: the message then comes back, which is a duplicate,
+    /// never a loss).
+    pub failed: Vec<AckToken>,
+    /// Why.
+    pub error: QueueError,
+}
+
+/// A queue or subscription the worker consumes.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// Kind and name, for logs and patterns.
+    fn info(&self) -> SourceInfo;
+
+    /// Provider limits.
+    fn limits(&self) -> SourceLimits;
+
+    /// Waits up to `wait` for at least one message and returns at most `max` of them.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Received, QueueError>;
+
+    /// Settles messages for good. Implementations batch per provider limit; the ones that failed
+    /// are returned so the caller can retry them.
+    async fn ack(&self, tokens: Vec<AckToken>) -> Result<(), AckFailure>;
+
+    /// Makes the message visible again after `delay` (0 = now), clamped to provider limits.
+    async fn nack(&self, token: AckToken, delay: Duration) -> Result<(), QueueError>;
+
+    /// Pushes the lease of in-flight messages to `by` from now, clamped to `limits().max_lease`.
+    async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError>;
+}
+
+/// A destination for forwarded messages and dead letters.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// A short description for logs (`sqs https://…/orders`, `file out.jsonl`).
+    fn describe(&self) -> String;
+
+    /// Most messages one `publish` call may carry.
+    fn max_batch(&self) -> usize;
+
+    /// Publishes a batch; returns one result per message, in order. A message is written when
+    /// its result is `Ok` (flushed to the OS for files; accepted by the service for queues).
+    async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>>;
+}
