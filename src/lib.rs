@@ -1,1 +1,4 @@
 //! veltrix
+pub mod config;
+pub mod pipeline;
+pub mod rules;

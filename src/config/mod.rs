@@ -1,0 +1,213 @@
+//! Configuration: one TOML or JSON file (chosen by extension, same structure), validated fully
+//! before anything connects.
+//!
+//! Loading runs in four steps, each with errors that point into the file:
+//! 1. parse the text into a JSON value, recording the line and column of every field
+//!    ([`locate`]);
+//! 2. replace `${ENV}` references in strings ([`interpolate`]);
+//! 3. deserialize into the raw structs ([`raw`]; unknown fields are errors);
+//! 4. check ranges and references, compile patterns and transforms ([`validate`]).
+
+pub mod error;
+pub mod interpolate;
+pub mod locate;
+pub mod raw;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, Diagnostic};
+
+use crate::pipeline::settings::Settings;
+use crate::rules::RuleSet;
+use error::did_you_mean;
+use locate::Locations;
+
+/// Where messages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// One body per line; `-` is stdin.
+    File {
+        /// Resolved path.
+        path: PathBuf,
+        /// Lease of an unsettled line.
+        visibility_timeout: Duration,
+    },
+}
+
+impl SourceConfig {
+    /// `file`, `sqs`, `pubsub`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::File { .. } => "file",
+        }
+    }
+
+    /// The name patterns see as `source.name`.
+    pub fn name(&self) -> String {
+        match self {
+            SourceConfig::File { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// A destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Append JSON lines to a file.
+    File {
+        /// Resolved path.
+        path: PathBuf,
+    },
+    /// Write JSON lines to stdout.
+    Stdout,
+}
+
+/// A named destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// The name rules use.
+    pub name: String,
+    /// What it is.
+    pub kind: TargetKind,
+}
+
+/// A validated config.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The source.
+    pub source: SourceConfig,
+    /// Targets, in name order; rules refer to them by index.
+    pub targets: Vec<TargetConfig>,
+    /// Index of the dead-letter target.
+    pub dead_letter: Option<usize>,
+    /// Pipeline settings.
+    pub settings: Settings,
+    /// Compiled rules.
+    pub rules: Arc<RuleSet>,
+}
+
+impl Config {
+    /// Checks what `run` needs beyond a valid file: a dead-letter target, since every worker must
+    /// have somewhere to put messages it cannot process instead of losing them.
+    pub fn require_dead_letter(&self, locations_hint: Option<&Locations>) -> Result<usize, ConfigError> {
+        self.dead_letter.ok_or_else(|| {
+            let mut d = Diagnostic::field("pipeline.dead_letter", "no dead-letter target is set")
+                .allowed(if self.targets.is_empty() {
+                    "(no targets are declared)".to_string()
+                } else {
+                    self.targets.iter().map(|t| format!("`{}`", t.name)).collect::<Vec<_>>().join(", ")
+                })
+                .hint("messages that cannot be processed (malformed, unmatched, out of retries) go there instead of being lost: add [targets.dlq] with type = \"file\" and path = \"dead-letters.jsonl\", then set dead_letter = \"dlq\" under [pipeline]");
+            d.position = locations_hint.and_then(|l| l.find("pipeline.dead_letter"));
+            ConfigError::Invalid { file: self.file.clone(), problems: vec![d] }
+        })
+    }
+}
+
+/// Reads and validates a config file, using the process environment for `${…}`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    load_str(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Validates config text as if read from `path`; `lookup` resolves `${…}`.
+pub fn load_str(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let invalid = |problems: Vec<Diagnostic>| ConfigError::Invalid { file: path.to_path_buf(), problems };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let parsed = match ext.as_str() {
+        "toml" => locate::parse_toml(text),
+        "json" => locate::parse_json(text),
+        other => {
+            return Err(invalid(vec![Diagnostic {
+                field: None,
+                position: None,
+                message: format!("unknown config format `.{other}`"),
+                allowed: Some("`.toml` or `.json`".into()),
+                hint: Some("rename the file with the extension of its format".into()),
+            }]))
+        }
+    };
+    let (mut value, locations) = parsed.map_err(|e| {
+        invalid(vec![Diagnostic {
+            field: None,
+            position: e.position,
+            message: format!("syntax error: {}", e.message),
+            allowed: None,
+            hint: Some(format!("check the {} syntax around this position", ext.to_uppercase())),
+        }])
+    })?;
+    interpolate::interpolate(&mut value, "", lookup).map_err(|m| {
+        let mut d = Diagnostic::field(&m.path, format!("environment variable `{}` is not set", m.name))
+            .hint(format!("export {}=…, or write ${{{}:-default}} to give a fallback", m.name, m.name));
+        d.position = locations.find(&m.path);
+        invalid(vec![d])
+    })?;
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        let message = e.inner().to_string();
+        let mut d = serde_diagnostic(&field, &message);
+        d.position = locations.find(&field);
+        // Inside tagged tables serde reports the table, not the field: point at the field.
+        if message.starts_with("unknown field") {
+            if let Some(word) = message.split('`').nth(1) {
+                let exact = locate::child_key(&field, word);
+                if let Some(pos) = locations.get(&exact) {
+                    d.position = Some(pos);
+                    d.field = Some(exact);
+                }
+            }
+        }
+        invalid(vec![d])
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    validate::validate(raw, path, &base_dir).map_err(|mut problems| {
+        for p in &mut problems {
+            p.position = p.field.as_deref().and_then(|f| locations.find(f));
+        }
+        problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
+        invalid(problems)
+    })
+}
+
+/// Turns a serde message into a diagnostic with the allowed values and a suggestion.
+fn serde_diagnostic(field: &str, message: &str) -> Diagnostic {
+    let ticked: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let base = Diagnostic { field: (!field.is_empty()).then(|| field.to_string()), position: None, message: message.to_string(), allowed: None, hint: None };
+    let expected = message.split_once(", expected ").map(|(_, rest)| rest.trim_start_matches("one of ").to_string());
+    if message.starts_with("unknown field") || message.starts_with("unknown variant") {
+        let word = ticked.first().copied().unwrap_or("");
+        let candidates: Vec<&str> = ticked.iter().skip(1).copied().collect();
+        let what = if message.starts_with("unknown field") { "field" } else { "type" };
+        let mut d = base;
+        d.message = format!("unknown {what} `{word}`");
+        d.allowed = expected.or_else(|| Some("none here".into()));
+        d.hint = Some(match did_you_mean(word, candidates.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if what == "field" => format!("remove `{word}`; this table takes only the fields listed"),
+            None => "use one of the types listed".to_string(),
+        });
+        return d;
+    }
+    if let Some(missing) = message.strip_prefix("missing field ") {
+        let name = missing.trim_matches('`');
+        let mut d = base;
+        d.message = format!("required field `{name}` is missing");
+        d.hint = Some(format!("add `{name} = …` to this table"));
+        return d;
+    }
+    if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        let mut d = base;
+        d.allowed = expected;
+        return d;
+    }
+    base
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! The config file as written: serde structs, no cross-field checks.
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the allowed fields.
+//! Defaults are documented on each field and come from `const fn`s in [`defaults`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Default values, in one place.
+pub mod defaults {
+    /// Messages processed at once, across all pollers.
+    pub const fn max_in_flight() -> u32 {
+        256
+    }
+    /// Concurrent receive loops.
+    pub const fn pollers() -> u32 {
+        1
+    }
+    /// Lease of an unsettled file line before it is handed out again.
+    pub const fn file_visibility_timeout_secs() -> u64 {
+        30
+    }
+    /// Attempts before a message that keeps failing is dead-lettered.
+    pub const fn max_attempts() -> u32 {
+        5
+    }
+    /// First retry delay.
+    pub const fn initial_backoff_ms() -> u64 {
+        500
+    }
+    /// Longest retry delay.
+    pub const fn max_backoff_secs() -> u64 {
+        300
+    }
+    /// Time given to in-flight messages on SIGTERM/SIGINT.
+    pub const fn drain_timeout_secs() -> u64 {
+        30
+    }
+    /// Longest time the lease keeper holds one message.
+    pub const fn max_lease_secs() -> u64 {
+        3600
+    }
+    /// Longest wait before a partial batch of acks or publishes is flushed.
+    pub const fn flush_ms() -> u64 {
+        5
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where messages come from.
+    pub source: RawSource,
+    /// Named destinations for `forward` actions and dead letters.
+    #[serde(default)]
+    pub targets: BTreeMap<String, RawTarget>,
+    /// Delivery settings.
+    #[serde(default)]
+    pub pipeline: RawPipeline,
+    /// Rules, evaluated in file order.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// `[source]`, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawSource {
+    /// One event body per line of a file; `path = "-"` reads stdin.
+    File {
+        /// File to read, or `-` for stdin.
+        path: String,
+        /// Messages processed at once (default 256, 1–65536).
+        #[serde(default = "defaults::max_in_flight")]
+        max_in_flight: u32,
+        /// Concurrent receive loops (default 1, 1–64).
+        #[serde(default = "defaults::pollers")]
+        pollers: u32,
+        /// Lease of an unsettled line (default 30 s).
+        #[serde(default = "defaults::file_visibility_timeout_secs")]
+        visibility_timeout_secs: u64,
+    },
+}
+
+/// `[targets.NAME]`, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawTarget {
+    /// Appends JSON lines `{"body", "attributes"}` to a file.
+    File {
+        /// File to append to (created with its directory if missing).
+        path: String,
+    },
+    /// Writes JSON lines to standard output.
+    Stdout {},
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// Target that receives dead letters; required when anything can be dead-lettered.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// What happens to an event no rule matches: `dead_letter` (default) or `ack`.
+    #[serde(default)]
+    pub unmatched: RawUnmatched,
+    /// Retry budget and backoff.
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Time given to in-flight messages on shutdown (default 30 s).
+    #[serde(default = "defaults::drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+    /// Longest time one message's lease is kept extended (default 3600 s).
+    #[serde(default = "defaults::max_lease_secs")]
+    pub max_lease_secs: u64,
+    /// Longest wait before a partial ack or publish batch is flushed (default 5 ms).
+    #[serde(default = "defaults::flush_ms")]
+    pub flush_ms: u64,
+}
+
+impl Default for RawPipeline {
+    fn default() -> Self {
+        Self {
+            dead_letter: None,
+            unmatched: RawUnmatched::default(),
+            retry: RawRetry::default(),
+            drain_timeout_secs: defaults::drain_timeout_secs(),
+            max_lease_secs: defaults::max_lease_secs(),
+            flush_ms: defaults::flush_ms(),
+        }
+    }
+}
+
+/// `pipeline.unmatched`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawUnmatched {
+    /// Write unmatched events to the dead-letter target.
+    #[default]
+    DeadLetter,
+    /// Ack (discard) unmatched events.
+    Ack,
+}
+
+/// `pipeline.retry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Deliveries before dead-lettering (default 5, 1–1000).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry (default 500 ms).
+    #[serde(default = "defaults::initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Cap on the retry delay (default 300 s, at most 43200 s).
+    #[serde(default = "defaults::max_backoff_secs")]
+    pub max_backoff_secs: u64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::max_attempts(),
+            initial_backoff_ms: defaults::initial_backoff_ms(),
+            max_backoff_secs: defaults::max_backoff_secs(),
+        }
+    }
+}
+
+/// `[[rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Unique name, shown in `veltrix test`, logs and dead letters.
+    pub name: String,
+    /// Event pattern: a table, or a JSON string (TOML has no `null`).
+    #[serde(rename = "match")]
+    pub pattern: Value,
+    /// jq program applied before `forward` actions that have no transform of their own.
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// Stop evaluating later rules when this one matches.
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
+    /// Retry budget for events this rule matches (default: `pipeline.retry.max_attempts`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// What to do with a matching event.
+    pub actions: Vec<RawAction>,
+}
+
+/// One action, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawAction {
+    /// Publish to a target, optionally through a jq transform.
+    Forward {
+        /// Target name.
+        target: String,
+        /// jq program; its single output becomes the forwarded body.
+        #[serde(default)]
+        transform: Option<String>,
+    },
+    /// Ack without forwarding.
+    Drop {},
+    /// Write to the dead-letter target with this reason.
+    DeadLetter {
+        /// Reason recorded in `veltrix.reason`.
+        reason: String,
+    },
+    /// Redeliver later with backoff (counts against the retry budget).
+    Retry {},
+}

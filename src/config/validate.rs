@@ -1,0 +1,295 @@
+//! Raw config → validated config: ranges, references, patterns and transforms.
+//!
+//! Every problem is collected (not just the first), each naming its field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::error::{did_you_mean, Diagnostic};
+use super::raw::{RawAction, RawConfig, RawRule, RawSource, RawTarget, RawUnmatched};
+use super::{Config, SourceConfig, TargetConfig, TargetKind};
+use crate::pipeline::backoff::RetryPolicy;
+use crate::pipeline::settings::Settings;
+use crate::rules::pattern::PatternSet;
+use crate::rules::transform::Transform;
+use crate::rules::{Action, Rule, RuleSet, Unmatched};
+
+/// Longest retry delay or lease: the SQS visibility timeout maximum (12 h).
+pub const MAX_DELAY_SECS: u64 = 43_200;
+/// Largest `max_in_flight`.
+pub const MAX_IN_FLIGHT: u32 = 65_536;
+/// Largest `pollers`.
+pub const MAX_POLLERS: u32 = 64;
+/// Largest retry budget.
+pub const MAX_ATTEMPTS: u32 = 1000;
+
+struct Checker {
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn range(&mut self, field: &str, value: u64, min: u64, max: u64, unit: &str) {
+        if value < min || value > max {
+            self.problems.push(
+                Diagnostic::field(field, format!("{value}{unit} is out of range"))
+                    .allowed(format!("{min}{unit} to {max}{unit}"))
+                    .hint(format!("set `{}` to a value between {min} and {max}", leaf(field))),
+            );
+        }
+    }
+}
+
+fn leaf(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if path == "-" || p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "(no targets are declared)".into();
+    }
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Checks `raw` and builds the config; relative paths are resolved against `base_dir`.
+pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let mut c = Checker { problems: Vec::new() };
+
+    let (source, max_in_flight, pollers) = match raw.source {
+        RawSource::File { path, max_in_flight, pollers, visibility_timeout_secs } => {
+            c.range("source.visibility_timeout_secs", visibility_timeout_secs, 1, MAX_DELAY_SECS, " s");
+            if path.is_empty() {
+                c.problems.push(
+                    Diagnostic::field("source.path", "the path is empty")
+                        .hint("give a file of one event per line, or \"-\" for stdin"),
+                );
+            }
+            let source = SourceConfig::File {
+                path: resolve(base_dir, &path),
+                visibility_timeout: Duration::from_secs(visibility_timeout_secs),
+            };
+            (source, max_in_flight, pollers)
+        }
+    };
+    c.range("source.max_in_flight", max_in_flight.into(), 1, MAX_IN_FLIGHT.into(), "");
+    c.range("source.pollers", pollers.into(), 1, MAX_POLLERS.into(), "");
+
+    let mut targets = Vec::new();
+    for (name, target) in &raw.targets {
+        let field = format!("targets.{name}");
+        if !valid_name(name) {
+            c.problems.push(
+                Diagnostic::field(&field, format!("`{name}` is not a valid target name"))
+                    .allowed("letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        let kind = match target {
+            RawTarget::File { path } => {
+                if path.is_empty() {
+                    c.problems.push(Diagnostic::field(format!("{field}.path"), "the path is empty"));
+                }
+                TargetKind::File { path: resolve(base_dir, path) }
+            }
+            RawTarget::Stdout {} => TargetKind::Stdout,
+        };
+        targets.push(TargetConfig { name: name.clone(), kind });
+    }
+    let target_names: Vec<&str> = raw.targets.keys().map(String::as_str).collect();
+    let target_index = |name: &str| target_names.iter().position(|n| *n == name);
+    let unknown_target = |field: String, name: &str| {
+        let d = Diagnostic::field(field, format!("unknown target `{name}`")).allowed(list(&target_names));
+        match did_you_mean(name, target_names.iter().copied()) {
+            Some(s) => d.hint(format!("did you mean `{s}`?")),
+            None => d.hint(format!("declare it as a table: [targets.{name}] with a `type`")),
+        }
+    };
+
+    let p = &raw.pipeline;
+    let dead_letter = match &p.dead_letter {
+        None => None,
+        Some(name) => {
+            let i = target_index(name);
+            if i.is_none() {
+                c.problems.push(unknown_target("pipeline.dead_letter".into(), name));
+            }
+            i
+        }
+    };
+    c.range("pipeline.retry.max_attempts", p.retry.max_attempts.into(), 1, MAX_ATTEMPTS.into(), "");
+    c.range("pipeline.retry.initial_backoff_ms", p.retry.initial_backoff_ms, 1, MAX_DELAY_SECS * 1000, " ms");
+    c.range("pipeline.retry.max_backoff_secs", p.retry.max_backoff_secs, 1, MAX_DELAY_SECS, " s");
+    if p.retry.initial_backoff_ms > p.retry.max_backoff_secs.saturating_mul(1000) {
+        c.problems.push(
+            Diagnostic::field(
+                "pipeline.retry.initial_backoff_ms",
+                format!(
+                    "initial backoff {} ms is longer than max_backoff_secs = {} s",
+                    p.retry.initial_backoff_ms, p.retry.max_backoff_secs
+                ),
+            )
+            .hint("lower `initial_backoff_ms` or raise `max_backoff_secs`"),
+        );
+    }
+    c.range("pipeline.drain_timeout_secs", p.drain_timeout_secs, 0, 3600, " s");
+    c.range("pipeline.max_lease_secs", p.max_lease_secs, 1, MAX_DELAY_SECS, " s");
+    c.range("pipeline.flush_ms", p.flush_ms, 0, 1000, " ms");
+
+    let mut rules = Vec::new();
+    let mut patterns: Vec<Value> = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let field = format!("rules[{i}]");
+        if !valid_name(&r.name) {
+            c.problems.push(
+                Diagnostic::field(format!("{field}.name"), format!("`{}` is not a valid rule name", r.name))
+                    .allowed("a non-empty name of letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        if let Some(first) = seen.insert(&r.name, i) {
+            c.problems.push(
+                Diagnostic::field(format!("{field}.name"), format!("rule name `{}` is already used by rules[{first}]", r.name))
+                    .hint("give every rule a unique name; names appear in `veltrix test`, logs and dead letters"),
+            );
+        }
+        patterns.push(parse_pattern(&mut c, &field, r));
+        rules.push(compile_rule(&mut c, &field, r, &target_index, &unknown_target));
+    }
+
+    let pattern_set = match PatternSet::compile(rules.iter().map(|r| r.name.as_str()).zip(patterns.iter())) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            let i = rules.iter().position(|r| r.name == e.rule).unwrap_or(0);
+            let inner = if e.path.is_empty() { String::new() } else { format!(".{}", e.path) };
+            c.problems.push(
+                Diagnostic::field(format!("rules[{i}].match{inner}"), format!("invalid pattern in rule `{}`: {}", e.rule, e.reason))
+                    .hint("patterns follow EventBridge syntax; see the rule language section of the README"),
+            );
+            None
+        }
+    };
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    let unmatched = match p.unmatched {
+        RawUnmatched::DeadLetter => Unmatched::DeadLetter,
+        RawUnmatched::Ack => Unmatched::Ack,
+    };
+    let rule_set = RuleSet::new(pattern_set.expect("no problems means patterns compiled"), rules, unmatched, p.retry.max_attempts);
+    let settings = Settings {
+        max_in_flight: max_in_flight as usize,
+        pollers: pollers as usize,
+        receive_wait: Duration::from_secs(1),
+        retry: RetryPolicy {
+            max_attempts: p.retry.max_attempts,
+            initial_backoff: Duration::from_millis(p.retry.initial_backoff_ms),
+            max_backoff: Duration::from_secs(p.retry.max_backoff_secs),
+        },
+        drain_timeout: Duration::from_secs(p.drain_timeout_secs),
+        max_lease: Duration::from_secs(p.max_lease_secs),
+        flush_interval: Duration::from_millis(p.flush_ms),
+    };
+    Ok(Config {
+        file: file.to_path_buf(),
+        source,
+        targets,
+        dead_letter,
+        settings,
+        rules: Arc::new(rule_set),
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+}
+
+/// A `match` is a table or a JSON string; returns the pattern as a JSON value.
+fn parse_pattern(c: &mut Checker, field: &str, r: &RawRule) -> Value {
+    match &r.pattern {
+        Value::String(text) => match serde_json::from_str::<Value>(text) {
+            Ok(v) => v,
+            Err(e) => {
+                c.problems.push(
+                    Diagnostic::field(format!("{field}.match"), format!("the pattern string is not valid JSON: {e}"))
+                        .hint("write the pattern as a TOML table, or as a JSON object in single quotes: match = '{\"body\": {\"x\": [null]}}'"),
+                );
+                Value::Object(Default::default())
+            }
+        },
+        other => other.clone(),
+    }
+}
+
+fn compile_transform(c: &mut Checker, field: String, code: &str) -> Option<Arc<Transform>> {
+    match Transform::compile(code) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            c.problems.push(
+                Diagnostic::field(field, format!("invalid transform: {e}"))
+                    .hint("transforms use jq syntax, e.g. \"{id: .body.id, amount: .body.amount}\""),
+            );
+            None
+        }
+    }
+}
+
+fn compile_rule(
+    c: &mut Checker,
+    field: &str,
+    r: &RawRule,
+    target_index: &dyn Fn(&str) -> Option<usize>,
+    unknown_target: &dyn Fn(String, &str) -> Diagnostic,
+) -> Rule {
+    if r.actions.is_empty() {
+        c.problems.push(
+            Diagnostic::field(format!("{field}.actions"), "a rule needs at least one action")
+                .allowed("`forward`, `drop`, `dead_letter`, `retry`")
+                .hint("e.g. actions = [{ type = \"forward\", target = \"NAME\" }]"),
+        );
+    }
+    if let Some(n) = r.max_attempts {
+        c.range(&format!("{field}.max_attempts"), n.into(), 1, MAX_ATTEMPTS.into(), "");
+    }
+    let rule_transform = r.transform.as_deref().and_then(|code| compile_transform(c, format!("{field}.transform"), code));
+    let mut actions = Vec::new();
+    for (j, a) in r.actions.iter().enumerate() {
+        let afield = format!("{field}.actions[{j}]");
+        actions.push(match a {
+            RawAction::Forward { target, transform } => {
+                let index = target_index(target).unwrap_or_else(|| {
+                    c.problems.push(unknown_target(format!("{afield}.target"), target));
+                    0
+                });
+                let transform = match transform {
+                    Some(code) => compile_transform(c, format!("{afield}.transform"), code),
+                    None => rule_transform.clone(),
+                };
+                Action::Forward { target: index, transform }
+            }
+            RawAction::Drop {} => Action::Drop,
+            RawAction::DeadLetter { reason } => {
+                if reason.trim().is_empty() {
+                    c.problems.push(
+                        Diagnostic::field(format!("{afield}.reason"), "the reason is empty")
+                            .hint("say why, e.g. reason = \"missing customer id\"; it is written to `veltrix.reason`"),
+                    );
+                }
+                Action::DeadLetter { reason: reason.clone() }
+            }
+            RawAction::Retry {} => Action::Retry,
+        });
+    }
+    Rule { name: r.name.clone(), is_final: r.is_final, max_attempts: r.max_attempts, actions }
+}

@@ -1,0 +1,3 @@
+//! The pipeline.
+pub mod backoff;
+pub mod settings;

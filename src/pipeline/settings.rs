@@ -1,0 +1,42 @@
+//! Validated pipeline settings.
+
+use std::time::Duration;
+
+use crate::pipeline::backoff::RetryPolicy;
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Messages processed at once, across all pollers (independent of batch size).
+    pub max_in_flight: usize,
+    /// Concurrent receive loops.
+    pub pollers: usize,
+    /// Long-poll wait per receive.
+    pub receive_wait: Duration,
+    /// Retry budget and backoff.
+    pub retry: RetryPolicy,
+    /// Time given to in-flight messages on shutdown.
+    pub drain_timeout: Duration,
+    /// Longest time the lease keeper holds one message.
+    pub max_lease: Duration,
+    /// Longest wait before a partial ack or publish batch is flushed.
+    pub flush_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            pollers: 1,
+            receive_wait: Duration::from_secs(20),
+            retry: RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(300),
+            },
+            drain_timeout: Duration::from_secs(30),
+            max_lease: Duration::from_secs(3600),
+            flush_interval: Duration::from_millis(5),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Rules: patterns, actions and transforms, compiled once at start-up and evaluated by pure
+//! code (no I/O) into a [`Plan`] the pipeline executes.
+//!
+//! Evaluation: every rule whose pattern matches fires, in file order (fan-out); a rule with
+//! `final = true` stops evaluation after it. Then:
+//! 1. if a transform fails, the event is dead-lettered (`transform_failed`) and nothing is
+//!    forwarded, so a replay after the fix does not duplicate the other forwards;
+//! 2. otherwise every `forward` is published; after that the message is dead-lettered if a
+//!    matched rule has a `dead_letter` action, else retried if one has `retry` (dead-lettered
+//!    with `retry_budget_exhausted` once the budget is spent), else acked;
+//! 3. an event no rule matches follows `pipeline.unmatched`.
+
+pub mod envelope;
+pub mod pattern;
+pub mod plan;
+pub mod transform;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::rules::pattern::{Explanation, PatternSet};
+use crate::rules::plan::{DeadLetter, Disposition, Forward, ForwardBody, Plan, Reason};
+use crate::rules::transform::Transform;
+
+/// What to do with an event no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Write it to the dead-letter target.
+    DeadLetter,
+    /// Ack it.
+    Ack,
+}
+
+/// One compiled action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Publish to target `target` (an index into the target list).
+    Forward {
+        /// Target index.
+        target: usize,
+        /// Transform applied first, if any.
+        transform: Option<Arc<Transform>>,
+    },
+    /// Ack without forwarding.
+    Drop,
+    /// Dead-letter with the operator's reason.
+    DeadLetter {
+        /// Reason recorded in `veltrix.reason`.
+        reason: String,
+    },
+    /// Redeliver later with backoff.
+    Retry,
+}
+
+/// One compiled rule (its pattern lives in the [`PatternSet`]).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// Stop after this rule when it matches.
+    pub is_final: bool,
+    /// Retry budget override.
+    pub max_attempts: Option<u32>,
+    /// Actions, in order.
+    pub actions: Vec<Action>,
+}
+
+/// All rules of a config, compiled.
+pub struct RuleSet {
+    patterns: PatternSet,
+    rules: Vec<Rule>,
+    unmatched: Unmatched,
+    default_max_attempts: u32,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules)
+            .field("unmatched", &self.unmatched)
+            .field("default_max_attempts", &self.default_max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuleSet {
+    /// Assembles a rule set; `patterns` holds one pattern per rule, in the same order.
+    pub fn new(patterns: PatternSet, rules: Vec<Rule>, unmatched: Unmatched, default_max_attempts: u32) -> Self {
+        assert_eq!(patterns.len(), rules.len(), "one pattern per rule");
+        Self { patterns, rules, unmatched, default_max_attempts }
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The default retry budget.
+    pub fn default_max_attempts(&self) -> u32 {
+        self.default_max_attempts
+    }
+
+    /// Indices of matching rules, in file order, cut after the first `final` one.
+    pub fn matching(&self, envelope: &Value, out: &mut Vec<usize>) {
+        out.clear();
+        self.patterns.matches(envelope, out);
+        if let Some(cut) = out.iter().position(|&i| self.rules[i].is_final) {
+            out.truncate(cut + 1);
+        }
+    }
+
+    /// Why rule `rule` did or did not match.
+    pub fn explain(&self, rule: usize, envelope: &Value) -> Explanation {
+        self.patterns.explain(rule, envelope)
+    }
+
+    /// Decides what to do with an event on its `delivery_attempt`-th delivery.
+    pub fn plan(&self, envelope: &Value, delivery_attempt: u32) -> Plan {
+        let mut matched = Vec::new();
+        self.matching(envelope, &mut matched);
+        self.plan_matched(matched, envelope, delivery_attempt)
+    }
+
+    /// Like [`RuleSet::plan`], for rules already matched.
+    pub fn plan_matched(&self, matched: Vec<usize>, envelope: &Value, delivery_attempt: u32) -> Plan {
+        let max_attempts = matched
+            .iter()
+            .filter_map(|&i| self.rules[i].max_attempts)
+            .min()
+            .unwrap_or(self.default_max_attempts);
+        if matched.is_empty() {
+            let disposition = match self.unmatched {
+                Unmatched::Ack => Disposition::Ack,
+                Unmatched::DeadLetter => Disposition::DeadLetter(DeadLetter {
+                    reason: Reason::Unmatched,
+                    rule: None,
+                    error: "no rule matched this event".into(),
+                }),
+            };
+            return Plan { matched, forwards: Vec::new(), disposition, max_attempts };
+        }
+        let mut forwards = Vec::new();
+        let mut dead_letter = None;
+        let mut retry = None;
+        for &rule_index in &matched {
+            let rule = &self.rules[rule_index];
+            for action in &rule.actions {
+                match action {
+                    Action::Forward { target, transform } => {
+                        let body = match transform {
+                            None => ForwardBody::Original,
+                            Some(t) => match t.run(envelope) {
+                                Ok(v) => ForwardBody::Transformed(
+                                    serde_json::to_vec(&v).expect("a JSON value always serializes"),
+                                ),
+                                Err(e) => {
+                                    let mut plan = Plan::dead_letter(
+                                        Reason::TransformFailed,
+                                        Some(rule.name.clone()),
+                                        e.to_string(),
+                                        max_attempts,
+                                    );
+                                    plan.matched = matched;
+                                    return plan;
+                                }
+                            },
+                        };
+                        forwards.push(Forward { rule: rule_index, target: *target, body });
+                    }
+                    Action::Drop => {}
+                    Action::DeadLetter { reason } => {
+                        dead_letter.get_or_insert_with(|| DeadLetter {
+                            reason: Reason::Rule(reason.clone()),
+                            rule: Some(rule.name.clone()),
+                            error: format!("rule `{}` dead-letters matching events", rule.name),
+                        });
+                    }
+                    Action::Retry => {
+                        retry.get_or_insert(rule_index);
+                    }
+                }
+            }
+        }
+        let disposition = match (dead_letter, retry) {
+            (Some(dl), _) => Disposition::DeadLetter(dl),
+            (None, Some(rule)) if delivery_attempt >= max_attempts => Disposition::DeadLetter(DeadLetter {
+                reason: Reason::RetryBudgetExhausted,
+                rule: Some(self.rules[rule].name.clone()),
+                error: format!(
+                    "rule `{}` asked for a retry; all {max_attempts} attempts are used",
+                    self.rules[rule].name
+                ),
+            }),
+            (None, Some(rule)) => Disposition::Retry { rule },
+            (None, None) => Disposition::Ack,
+        };
+        Plan { matched, forwards, disposition, max_attempts }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan::Outcome;
+    use super::*;
+    use serde_json::json;
+
+    fn rule(name: &str, actions: Vec<Action>) -> Rule {
+        Rule { name: name.into(), is_final: false, max_attempts: None, actions }
+    }
+
+    fn set(patterns: Vec<Value>, rules: Vec<Rule>, unmatched: Unmatched) -> RuleSet {
+        let named: Vec<(&str, &Value)> = rules.iter().map(|r| r.name.as_str()).zip(patterns.iter()).collect();
+        RuleSet::new(PatternSet::compile(named).unwrap(), rules, unmatched, 3)
+    }
+
+    fn event(body: Value) -> Value {
+        json!({"body": body, "attributes": {}})
+    }
+
+    #[test]
+    fn fans_out_in_file_order_and_final_stops() {
+        let mut r2 = rule("b", vec![Action::Forward { target: 1, transform: None }]);
+        r2.is_final = true;
+        let rs = set(
+            vec![json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}})],
+            vec![rule("a", vec![Action::Forward { target: 0, transform: None }]), r2, rule("c", vec![Action::Drop])],
+            Unmatched::DeadLetter,
+        );
+        let plan = rs.plan(&event(json!({"t": "x"})), 1);
+        assert_eq!(plan.matched, vec![0, 1]);
+        assert_eq!(plan.forwards.iter().map(|f| f.target).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(plan.outcome(), Outcome::Forward);
+    }
+
+    #[test]
+    fn unmatched_follows_the_setting() {
+        let rs = set(vec![json!({"body": {"t": ["x"]}})], vec![rule("a", vec![Action::Drop])], Unmatched::DeadLetter);
+        let plan = rs.plan(&event(json!({"t": "y"})), 1);
+        assert!(matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Unmatched));
+        let rs = set(vec![json!({"body": {"t": ["x"]}})], vec![rule("a", vec![Action::Drop])], Unmatched::Ack);
+        assert_eq!(rs.plan(&event(json!({"t": "y"})), 1).outcome(), Outcome::Ack);
+        assert_eq!(rs.plan(&event(json!({"t": "x"})), 1).outcome(), Outcome::Drop);
+    }
+
+    #[test]
+    fn retry_turns_into_dead_letter_when_the_budget_is_spent() {
+        let rs = set(vec![json!({"body": {"t": ["x"]}})], vec![rule("a", vec![Action::Retry])], Unmatched::Ack);
+        assert_eq!(rs.plan(&event(json!({"t": "x"})), 2).disposition, Disposition::Retry { rule: 0 });
+        let plan = rs.plan(&event(json!({"t": "x"})), 3);
+        assert!(matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::RetryBudgetExhausted));
+    }
+
+    #[test]
+    fn failing_transform_dead_letters_without_forwarding() {
+        let t = Arc::new(Transform::compile(".body.n + 1").unwrap());
+        let rs = set(
+            vec![json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}})],
+            vec![
+                rule("ok", vec![Action::Forward { target: 0, transform: None }]),
+                rule("bad", vec![Action::Forward { target: 0, transform: Some(t) }]),
+            ],
+            Unmatched::Ack,
+        );
+        let plan = rs.plan(&event(json!({"t": "x", "n": "str"})), 1);
+        assert!(plan.forwards.is_empty());
+        match plan.disposition {
+            Disposition::DeadLetter(d) => {
+                assert_eq!(d.reason, Reason::TransformFailed);
+                assert_eq!(d.rule.as_deref(), Some("bad"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dead_letter_action_wins_after_forwards() {
+        let rs = set(
+            vec![json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}})],
+            vec![
+                rule("fwd", vec![Action::Forward { target: 0, transform: None }]),
+                rule("dl", vec![Action::DeadLetter { reason: "quarantine".into() }]),
+            ],
+            Unmatched::Ack,
+        );
+        let plan = rs.plan(&event(json!({"t": "x"})), 1);
+        assert_eq!(plan.forwards.len(), 1);
+        assert!(matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Rule("quarantine".into())));
+    }
+}
