@@ -50,7 +50,7 @@ fn valid_toml_loads_with_paths_relative_to_the_file() {
     assert_eq!(c.targets[1].kind, TargetKind::File { path: "/etc/veltrix/out/forwarded.jsonl".into() });
     assert_eq!(c.dead_letter, Some(0));
     assert_eq!(c.rules.rules().len(), 2);
-    assert_eq!(c.settings.retry.max_attempts, 3);
+    assert_eq!(c.rules.default_max_attempts(), 3);
     c.require_dead_letter(None).unwrap();
 }
 

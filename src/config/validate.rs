@@ -193,7 +193,6 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         pollers: pollers as usize,
         receive_wait: Duration::from_secs(1),
         retry: RetryPolicy {
-            max_attempts: p.retry.max_attempts,
             initial_backoff: Duration::from_millis(p.retry.initial_backoff_ms),
             max_backoff: Duration::from_secs(p.retry.max_backoff_secs),
         },

@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-/// Retry budget and backoff curve.
+/// Backoff curve for retries. (The retry budget lives with the rules, since rules may override
+/// it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Deliveries allowed before a failing message is dead-lettered.
-    pub max_attempts: u32,
     /// Delay after the first failed attempt (before jitter).
     pub initial_backoff: Duration,
     /// Cap on the delay.
@@ -39,7 +38,6 @@ mod tests {
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
-            max_attempts: 5,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
         }

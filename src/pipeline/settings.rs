@@ -13,7 +13,7 @@ pub struct Settings {
     pub pollers: usize,
     /// Long-poll wait per receive.
     pub receive_wait: Duration,
-    /// Retry budget and backoff.
+    /// Retry backoff.
     pub retry: RetryPolicy,
     /// Time given to in-flight messages on shutdown.
     pub drain_timeout: Duration,
@@ -30,7 +30,6 @@ impl Default for Settings {
             pollers: 1,
             receive_wait: Duration::from_secs(20),
             retry: RetryPolicy {
-                max_attempts: 5,
                 initial_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(300),
             },

@@ -1,0 +1,197 @@
+//! Processing one delivery: decode, plan, publish, then settle (ack, nack or dead-letter).
+//!
+//! The rule that keeps messages safe: a message is acked only after every forward succeeded,
+//! or after it was written to the dead-letter target. Any other path nacks it, so the queue
+//! delivers it again.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use veltrix_queue::{Delivery, OutboundMessage, QueueError};
+
+use crate::pipeline::Context;
+use crate::rules::envelope;
+use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Reason};
+
+/// Attribute added to forwarded messages and dead letters: the source message id.
+pub const ATTR_MESSAGE_ID: &str = "veltrix.message_id";
+/// Attribute added to forwarded messages: the rule that forwarded it.
+pub const ATTR_RULE: &str = "veltrix.rule";
+/// Dead-letter attribute: why.
+pub const ATTR_REASON: &str = "veltrix.reason";
+/// Dead-letter attribute: the error in detail.
+pub const ATTR_ERROR: &str = "veltrix.error";
+/// Dead-letter attribute: delivery attempts made.
+pub const ATTR_ATTEMPTS: &str = "veltrix.attempts";
+/// Dead-letter attribute: `kind:name` of the source.
+pub const ATTR_SOURCE: &str = "veltrix.source";
+/// Dead-letter attribute: when, RFC 3339.
+pub const ATTR_FAILED_AT: &str = "veltrix.failed_at";
+/// Longest `veltrix.error` value, in bytes.
+pub const MAX_ERROR_ATTRIBUTE_BYTES: usize = 1024;
+
+/// How processing ended, for the ordering-key sequencer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Acked (or queued for ack).
+    Acked,
+    /// Nacked to come back after the delay.
+    Retried(Duration),
+}
+
+/// Decides what to do with a delivery (pure apart from running transforms).
+pub fn plan_for(ctx: &Context, d: &Delivery) -> Plan {
+    match envelope::decode_body(&d.body) {
+        Ok(body) => {
+            let env = envelope::build(body, &d.attributes, &ctx.source_info, d.delivery_attempt);
+            ctx.rules.plan(&env, d.delivery_attempt)
+        }
+        Err(e) => Plan::dead_letter(Reason::UndecodableBody, None, e.to_string(), ctx.rules.default_max_attempts()),
+    }
+}
+
+/// What the publishes of a plan amounted to.
+enum Step {
+    Ack(Outcome),
+    Retry,
+    DeadLetter(DeadLetter),
+}
+
+/// Processes one delivery to the end.
+pub async fn process(ctx: &Context, d: Delivery) -> Settled {
+    let plan = plan_for(ctx, &d);
+    let step = run_forwards(ctx, &d, &plan).await;
+    let step = match step {
+        Some(step) => step,
+        None => match plan.disposition.clone() {
+            Disposition::Ack => Step::Ack(plan.outcome()),
+            Disposition::Retry { .. } => Step::Retry,
+            Disposition::DeadLetter(dl) => Step::DeadLetter(dl),
+        },
+    };
+    match step {
+        Step::Ack(outcome) => {
+            ctx.acks.ack(d.token);
+            ctx.stats.settled(outcome);
+            Settled::Acked
+        }
+        Step::Retry => retry(ctx, d).await,
+        Step::DeadLetter(dl) => dead_letter(ctx, d, &dl).await,
+    }
+}
+
+/// Publishes every forward; returns a step when a failure overrides the plan's disposition.
+async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> {
+    if plan.forwards.is_empty() {
+        return None;
+    }
+    let sends = plan.forwards.iter().map(|f| {
+        let rule = &ctx.rules.rules()[f.rule];
+        let body = match &f.body {
+            ForwardBody::Original => d.body.clone(),
+            ForwardBody::Transformed(bytes) => Bytes::from(bytes.clone()),
+        };
+        let mut attributes = d.attributes.clone();
+        attributes.insert(ATTR_MESSAGE_ID.into(), d.id.clone());
+        attributes.insert(ATTR_RULE.into(), rule.name.clone());
+        let message = OutboundMessage {
+            body,
+            attributes,
+            ordering_key: d.ordering_key.clone(),
+            dedup_id: Some(format!("{}:{}:{}", d.id, f.rule, f.target)),
+        };
+        let target = &ctx.targets[f.target];
+        async move { (rule.name.as_str(), target.name(), target.send(message).await) }
+    });
+    let results = futures::future::join_all(sends).await;
+    let mut transient: Option<String> = None;
+    for (rule, target, result) in results {
+        if let Err(e) = result {
+            let what = format!("rule `{rule}`: target `{target}`: {e}");
+            if !e.is_transient() {
+                return Some(Step::DeadLetter(DeadLetter {
+                    reason: Reason::TargetRejected,
+                    rule: Some(rule.to_string()),
+                    error: what,
+                }));
+            }
+            transient.get_or_insert(what);
+        }
+    }
+    let error = transient?;
+    if d.delivery_attempt >= plan.max_attempts {
+        return Some(Step::DeadLetter(DeadLetter {
+            reason: Reason::RetryBudgetExhausted,
+            rule: None,
+            error: format!("attempt {} of {} failed: {error}", d.delivery_attempt, plan.max_attempts),
+        }));
+    }
+    tracing::debug!(message_id = %d.id, attempt = d.delivery_attempt, %error, "transient failure; will retry");
+    Some(Step::Retry)
+}
+
+async fn retry(ctx: &Context, d: Delivery) -> Settled {
+    let delay = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
+    if let Err(e) = ctx.source.nack(d.token, delay).await {
+        // The lease runs out instead and the message comes back a little later.
+        tracing::warn!(message_id = %d.id, error = %e, "nack failed; the message returns when its lease expires");
+    }
+    ctx.stats.settled(Outcome::Retry);
+    Settled::Retried(delay)
+}
+
+async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
+    let message = dead_letter_message(ctx, &d, dl);
+    match ctx.targets[ctx.dead_letter].send(message).await {
+        Ok(()) => {
+            tracing::info!(message_id = %d.id, reason = %dl.reason, rule = dl.rule.as_deref().unwrap_or(""), "dead-lettered");
+            ctx.acks.ack(d.token);
+            ctx.stats.settled(Outcome::DeadLetter);
+            Settled::Acked
+        }
+        Err(e) => {
+            tracing::error!(message_id = %d.id, reason = %dl.reason, error = %e, "dead-letter write failed; the message is not acked and will be redelivered");
+            ctx.stats.dead_letter_failed();
+            retry_after_dead_letter_failure(ctx, d, e).await
+        }
+    }
+}
+
+async fn retry_after_dead_letter_failure(ctx: &Context, d: Delivery, _error: QueueError) -> Settled {
+    let delay = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
+    if let Err(e) = ctx.source.nack(d.token, delay).await {
+        tracing::warn!(message_id = %d.id, error = %e, "nack failed; the message returns when its lease expires");
+    }
+    Settled::Retried(delay)
+}
+
+/// The dead letter: the original body unchanged, the original attributes plus `veltrix.*`.
+pub fn dead_letter_message(ctx: &Context, d: &Delivery, dl: &DeadLetter) -> OutboundMessage {
+    let mut attributes = d.attributes.clone();
+    attributes.insert(ATTR_REASON.into(), dl.reason.to_string());
+    if let Some(rule) = &dl.rule {
+        attributes.insert(ATTR_RULE.into(), rule.clone());
+    }
+    attributes.insert(ATTR_ERROR.into(), truncate(&dl.error, MAX_ERROR_ATTRIBUTE_BYTES));
+    attributes.insert(ATTR_ATTEMPTS.into(), d.delivery_attempt.to_string());
+    attributes.insert(ATTR_SOURCE.into(), format!("{}:{}", ctx.source_info.kind, ctx.source_info.name));
+    attributes.insert(ATTR_MESSAGE_ID.into(), d.id.clone());
+    attributes.insert(ATTR_FAILED_AT.into(), humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+    OutboundMessage {
+        body: d.body.clone(),
+        attributes,
+        ordering_key: d.ordering_key.clone(),
+        dedup_id: Some(format!("{}:dead-letter", d.id)),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,18 @@
+//! Targets: building publishers from config, and batching what the pipeline sends them.
+
+pub mod batching;
+
+use std::sync::Arc;
+
+use veltrix_queue::file::{FileTarget, StdoutTarget};
+use veltrix_queue::{Publisher, QueueError};
+
+use crate::config::{TargetConfig, TargetKind};
+
+/// Opens the publisher for a configured target.
+pub async fn open(target: &TargetConfig) -> Result<Arc<dyn Publisher>, QueueError> {
+    Ok(match &target.kind {
+        TargetKind::File { path } => Arc::new(FileTarget::open(path).await?),
+        TargetKind::Stdout => Arc::new(StdoutTarget::default()),
+    })
+}

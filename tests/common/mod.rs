@@ -1,0 +1,87 @@
+//! Helpers for pipeline tests on the memory backend.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use veltrix::config::load_str;
+use veltrix::pipeline::settings::Settings;
+use veltrix::pipeline::Worker;
+use veltrix::rules::RuleSet;
+use veltrix_queue::memory::{MemoryQueue, MemoryQueueConfig};
+use veltrix_queue::{OutboundMessage, Publisher};
+
+/// Rules parsed from TOML `[[rules]]` tables; targets `out`, `audit` and `dlq` exist and the
+/// retry budget is 3 attempts.
+pub fn rules(rules_toml: &str) -> Arc<RuleSet> {
+    let text = format!(
+        "[source]\ntype = \"file\"\npath = \"-\"\n[targets.audit]\ntype = \"stdout\"\n[targets.dlq]\ntype = \"stdout\"\n[targets.out]\ntype = \"stdout\"\n[pipeline]\ndead_letter = \"dlq\"\nretry = {{ max_attempts = 3 }}\n{rules_toml}"
+    );
+    load_str(Path::new("test.toml"), &text, &|_| None).expect("test config is valid").rules
+}
+
+/// The memory queues behind targets `audit`, `dlq`, `out` (the config's name order).
+pub struct Targets {
+    pub audit: MemoryQueue,
+    pub dlq: MemoryQueue,
+    pub out: MemoryQueue,
+}
+
+impl Targets {
+    pub fn new() -> Self {
+        Self { audit: MemoryQueue::named("audit"), dlq: MemoryQueue::named("dlq"), out: MemoryQueue::named("out") }
+    }
+
+    pub fn list(&self) -> Vec<(String, Arc<dyn Publisher>)> {
+        vec![
+            ("audit".into(), Arc::new(self.audit.clone()) as Arc<dyn Publisher>),
+            ("dlq".into(), Arc::new(self.dlq.clone())),
+            ("out".into(), Arc::new(self.out.clone())),
+        ]
+    }
+}
+
+/// Fast settings for tests: small backoff, short waits.
+pub fn settings() -> Settings {
+    let mut s = Settings::default();
+    s.receive_wait = Duration::from_millis(100);
+    s.retry.initial_backoff = Duration::from_secs(2);
+    s.retry.max_backoff = Duration::from_secs(60);
+    s.drain_timeout = Duration::from_secs(10);
+    s
+}
+
+pub fn source(name: &str) -> MemoryQueue {
+    MemoryQueue::new(MemoryQueueConfig::named(name))
+}
+
+pub fn worker(source: &MemoryQueue, rules: Arc<RuleSet>, targets: &Targets, settings: Settings) -> Worker {
+    Worker::new(Arc::new(source.clone()), rules, targets.list(), 1, settings)
+}
+
+pub fn body_with(attrs: &[(&str, &str)], body: &str) -> OutboundMessage {
+    OutboundMessage {
+        body: body.to_string().into(),
+        attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        ..Default::default()
+    }
+}
+
+/// Waits (in tokio time) until `cond` holds, checking every 10 ms, failing after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `n` field of every JSON body in `messages`.
+pub fn numbers(messages: &[veltrix_queue::memory::StoredMessage]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).unwrap()["n"].as_u64().unwrap())
+        .collect()
+}
