@@ -1,0 +1,56 @@
+//! `veltrix run`: open the configured source and targets and run the worker.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use veltrix_queue::file::FileSource;
+use veltrix_queue::{Publisher, QueueError, Source};
+
+use crate::config::{Config, ConfigError, SourceConfig};
+use crate::pipeline::stats::Summary;
+use crate::pipeline::{PipelineError, Worker};
+use crate::targets;
+
+/// Why `run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config cannot run.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The source could not be opened.
+    #[error("cannot open the source: {0}")]
+    Source(QueueError),
+    /// A target could not be opened.
+    #[error("cannot open target `{name}`: {error}")]
+    Target {
+        /// Target name.
+        name: String,
+        /// Why.
+        error: QueueError,
+    },
+    /// The pipeline stopped with an error.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Opens the configured source.
+pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError> {
+    Ok(match &config.source {
+        SourceConfig::File { path, visibility_timeout } => Arc::new(FileSource::open(path, *visibility_timeout).await?),
+    })
+}
+
+/// Runs the worker described by `config` until the source is exhausted or `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<Summary, RunError> {
+    let dead_letter = config.require_dead_letter(None)?;
+    let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
+    for t in &config.targets {
+        let p = targets::open(t).await.map_err(|error| RunError::Target { name: t.name.clone(), error })?;
+        publishers.push((t.name.clone(), p));
+    }
+    let source = open_source(&config).await.map_err(RunError::Source)?;
+    let info = source.info();
+    tracing::info!(source_kind = info.kind, source = %info.name, rules = config.rules.rules().len(), targets = publishers.len(), "worker starting");
+    let worker = Worker::new(source, config.rules.clone(), publishers, dead_letter, config.settings.clone());
+    Ok(worker.run(shutdown).await?)
+}

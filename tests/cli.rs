@@ -1,0 +1,144 @@
+//! The `veltrix` binary end to end: the quick start, `check` errors, `test` output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn veltrix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veltrix")).args(args).output().expect("the binary runs")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Copies the quick start into a fresh directory so the test does not touch `examples/out`.
+fn quickstart_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["quickstart.toml", "events.jsonl"] {
+        std::fs::copy(repo().join("examples").join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn quickstart_routes_every_event_and_dead_letters_with_reasons() {
+    let dir = quickstart_copy();
+    let out = veltrix(&["run", "-c", dir.path().join("quickstart.toml").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("received=14 forwarded=6 dropped=2 acked_unmatched=0 dead_lettered=6 retried=0"),
+        "{stderr}"
+    );
+    let orders = json_lines(&dir.path().join("out/orders.jsonl"));
+    let ids: Vec<&str> = orders.iter().map(|o| o["body"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    for id in ["o-1001", "o-1002", "o-1004"] {
+        assert!(ids.contains(&id), "{ids:?}");
+    }
+    let fraud = json_lines(&dir.path().join("out/fraud-review.jsonl"));
+    let mut amounts: Vec<f64> = fraud.iter().map(|f| f["body"]["amount"].as_f64().unwrap()).collect();
+    amounts.sort_by(f64::total_cmp);
+    assert_eq!(amounts, vec![1890.0, 3000.0]);
+    assert!(fraud[0]["body"].get("currency").is_none(), "the transform reshaped the body");
+    assert_eq!(json_lines(&dir.path().join("out/payments.jsonl")).len(), 3);
+    let dead = json_lines(&dir.path().join("out/dead-letters.jsonl"));
+    let mut reasons: Vec<&str> = dead.iter().map(|d| d["attributes"]["veltrix.reason"].as_str().unwrap()).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            "malformed: body is not JSON",
+            "malformed: body is not JSON",
+            "order has no customer",
+            "unmatched",
+            "unmatched",
+            "unmatched"
+        ]
+    );
+    for d in &dead {
+        assert!(d["attributes"]["veltrix.message_id"].is_string());
+        assert_eq!(d["attributes"]["veltrix.attempts"], "1");
+    }
+}
+
+#[test]
+fn check_accepts_the_quickstart() {
+    let out = veltrix(&["check", "-c", repo().join("examples/quickstart.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (6 rules, 4 targets"));
+}
+
+#[test]
+fn check_reports_the_line_of_a_bad_field_and_exits_2() {
+    let dir = quickstart_copy();
+    let path = dir.path().join("quickstart.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("target = \"payments\"", "target = \"paymnets\"");
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.contains("paymnets")).unwrap() + 1;
+    let out = veltrix(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("quickstart.toml:{line}:")), "{stderr}");
+    assert!(stderr.contains("unknown target `paymnets`"), "{stderr}");
+    assert!(stderr.contains("did you mean `payments`?"), "{stderr}");
+}
+
+#[test]
+fn test_command_prints_matches_without_side_effects() {
+    let dir = quickstart_copy();
+    let out = veltrix(&[
+        "test",
+        "-c",
+        dir.path().join("quickstart.toml").to_str().unwrap(),
+        dir.path().join("events.jsonl").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 14);
+    assert_eq!(lines[2]["matched"], serde_json::json!(["orders", "large-orders"]));
+    assert_eq!(lines[2]["outcome"], "forward");
+    assert_eq!(lines[1]["outcome"], "drop");
+    assert_eq!(lines[4]["outcome"], "dead_letter");
+    assert!(!dir.path().join("out").exists(), "test has no side effects");
+}
+
+#[test]
+fn run_reads_stdin_with_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("w.json");
+    std::fs::write(
+        &config,
+        r#"{"source": {"type": "file", "path": "-"},
+            "targets": {"out": {"type": "file", "path": "out.jsonl"}, "dlq": {"type": "file", "path": "dlq.jsonl"}},
+            "pipeline": {"dead_letter": "dlq"},
+            "rules": [{"name": "all", "match": {"body": {"k": [{"exists": true}]}}, "actions": [{"type": "forward", "target": "out"}]}]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veltrix"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..50 {
+            writeln!(stdin, "{{\"k\": {i}}}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_lines(&dir.path().join("out.jsonl")).len(), 50);
+}
