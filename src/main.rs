@@ -63,7 +63,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn init_logs(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -100,7 +102,12 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Test { config, events, envelope, explain } => {
+        Command::Test {
+            config,
+            events,
+            envelope,
+            explain,
+        } => {
             init_logs(cli.log_format, "warn");
             let c = match load(&config) {
                 Ok(c) => c,
@@ -143,13 +150,17 @@ fn test(c: &config::Config, events: &PathBuf, options: TestOptions) -> anyhow::R
     let counts = if events.as_os_str() == "-" {
         run_tests(c, std::io::stdin().lock(), stdout, options)?
     } else {
-        let file = std::fs::File::open(events).with_context(|| format!("cannot open events file {}", events.display()))?;
+        let file =
+            std::fs::File::open(events).with_context(|| format!("cannot open events file {}", events.display()))?;
         run_tests(c, BufReader::new(file), stdout, options)?
     };
     Ok(counts.invalid_lines)
 }
 
 fn run(c: config::Config) -> anyhow::Result<veltrix::pipeline::stats::Summary> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     Ok(runtime.block_on(veltrix::runner::run(c, veltrix::shutdown::signal()))?)
 }

@@ -36,7 +36,10 @@ pub enum RunError {
 /// Opens the configured source.
 pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError> {
     Ok(match &config.source {
-        SourceConfig::File { path, visibility_timeout } => Arc::new(FileSource::open(path, *visibility_timeout).await?),
+        SourceConfig::File {
+            path,
+            visibility_timeout,
+        } => Arc::new(FileSource::open(path, *visibility_timeout).await?),
     })
 }
 
@@ -45,12 +48,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let dead_letter = config.require_dead_letter(None)?;
     let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
     for t in &config.targets {
-        let p = targets::open(t).await.map_err(|error| RunError::Target { name: t.name.clone(), error })?;
+        let p = targets::open(t).await.map_err(|error| RunError::Target {
+            name: t.name.clone(),
+            error,
+        })?;
         publishers.push((t.name.clone(), p));
     }
     let source = open_source(&config).await.map_err(RunError::Source)?;
     let info = source.info();
     tracing::info!(source_kind = info.kind, source = %info.name, rules = config.rules.rules().len(), targets = publishers.len(), "worker starting");
-    let worker = Worker::new(source, config.rules.clone(), publishers, dead_letter, config.settings.clone());
+    let worker = Worker::new(
+        source,
+        config.rules.clone(),
+        publishers,
+        dead_letter,
+        config.settings.clone(),
+    );
     Ok(worker.run(shutdown).await?)
 }

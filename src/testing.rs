@@ -70,17 +70,34 @@ fn parse_envelope_line(line: &str) -> Result<EnvelopeLine, String> {
     }
     let delivery_attempt = match obj.remove("delivery_attempt") {
         None => 1,
-        Some(v) => v.as_u64().filter(|n| *n >= 1 && *n <= u32::MAX as u64).ok_or("`delivery_attempt` must be a positive integer")? as u32,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n >= 1 && *n <= u32::MAX as u64)
+            .ok_or("`delivery_attempt` must be a positive integer")? as u32,
     };
     if let Some(k) = obj.keys().find(|k| k.as_str() != "source") {
-        return Err(format!("unknown envelope field `{k}`; allowed: `body`, `attributes`, `delivery_attempt`"));
+        return Err(format!(
+            "unknown envelope field `{k}`; allowed: `body`, `attributes`, `delivery_attempt`"
+        ));
     }
-    Ok(EnvelopeLine { body, attributes, delivery_attempt })
+    Ok(EnvelopeLine {
+        body,
+        attributes,
+        delivery_attempt,
+    })
 }
 
 /// Evaluates every line of `input` and writes one JSON line per event to `out`.
-pub fn run_tests(config: &Config, input: impl BufRead, mut out: impl Write, options: TestOptions) -> Result<TestCounts, TestError> {
-    let info = SourceInfo { kind: config.source.kind(), name: config.source.name() };
+pub fn run_tests(
+    config: &Config,
+    input: impl BufRead,
+    mut out: impl Write,
+    options: TestOptions,
+) -> Result<TestCounts, TestError> {
+    let info = SourceInfo {
+        kind: config.source.kind(),
+        name: config.source.name(),
+    };
     let mut counts = TestCounts::default();
     for (index, line) in input.lines().enumerate() {
         let line = line?;
@@ -89,7 +106,11 @@ pub fn run_tests(config: &Config, input: impl BufRead, mut out: impl Write, opti
             parse_envelope_line(line)
         } else {
             match envelope::decode_body(line.as_bytes()) {
-                Ok(body) => Ok(EnvelopeLine { body, attributes: Attributes::new(), delivery_attempt: 1 }),
+                Ok(body) => Ok(EnvelopeLine {
+                    body,
+                    attributes: Attributes::new(),
+                    delivery_attempt: 1,
+                }),
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -133,7 +154,10 @@ fn describe(config: &Config, index: usize, plan: &Plan) -> Value {
     let names = config.rules.rules();
     let mut record = Map::new();
     record.insert("event".into(), json!(index));
-    record.insert("matched".into(), json!(plan.matched.iter().map(|&i| names[i].name.as_str()).collect::<Vec<_>>()));
+    record.insert(
+        "matched".into(),
+        json!(plan.matched.iter().map(|&i| names[i].name.as_str()).collect::<Vec<_>>()),
+    );
     record.insert("outcome".into(), json!(plan.outcome().as_str()));
     if !plan.forwards.is_empty() {
         let forwards: Vec<Value> = plan
@@ -186,7 +210,11 @@ actions = [{ type = "drop" }]
     fn run(input: &str, options: TestOptions) -> Vec<Value> {
         let mut out = Vec::new();
         run_tests(&config(), input.as_bytes(), &mut out, options).unwrap();
-        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
@@ -203,7 +231,13 @@ actions = [{ type = "drop" }]
 
     #[test]
     fn envelope_lines_expose_attributes_to_patterns() {
-        let lines = run("{\"body\": {}, \"attributes\": {\"tier\": \"gold\"}}\n{\"nobody\": 1}\n", TestOptions { envelope: true, explain: false });
+        let lines = run(
+            "{\"body\": {}, \"attributes\": {\"tier\": \"gold\"}}\n{\"nobody\": 1}\n",
+            TestOptions {
+                envelope: true,
+                explain: false,
+            },
+        );
         assert_eq!(lines[0]["matched"], json!(["vip"]));
         assert_eq!(lines[0]["outcome"], "drop");
         assert!(lines[1]["error"].as_str().unwrap().contains("no `body`"));
@@ -211,7 +245,13 @@ actions = [{ type = "drop" }]
 
     #[test]
     fn explain_adds_one_entry_per_rule() {
-        let lines = run("{\"type\":\"order\"}\n", TestOptions { envelope: false, explain: true });
+        let lines = run(
+            "{\"type\":\"order\"}\n",
+            TestOptions {
+                envelope: false,
+                explain: true,
+            },
+        );
         let explain = lines[0]["explain"].as_array().unwrap();
         assert_eq!(explain.len(), 2);
         assert_eq!(explain[0]["rule"], "orders");

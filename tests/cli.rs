@@ -6,7 +6,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn veltrix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veltrix")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_veltrix"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 fn repo() -> PathBuf {
@@ -50,10 +53,16 @@ fn quickstart_routes_every_event_and_dead_letters_with_reasons() {
     let mut amounts: Vec<f64> = fraud.iter().map(|f| f["body"]["amount"].as_f64().unwrap()).collect();
     amounts.sort_by(f64::total_cmp);
     assert_eq!(amounts, vec![1890.0, 3000.0]);
-    assert!(fraud[0]["body"].get("currency").is_none(), "the transform reshaped the body");
+    assert!(
+        fraud[0]["body"].get("currency").is_none(),
+        "the transform reshaped the body"
+    );
     assert_eq!(json_lines(&dir.path().join("out/payments.jsonl")).len(), 3);
     let dead = json_lines(&dir.path().join("out/dead-letters.jsonl"));
-    let mut reasons: Vec<&str> = dead.iter().map(|d| d["attributes"]["veltrix.reason"].as_str().unwrap()).collect();
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|d| d["attributes"]["veltrix.reason"].as_str().unwrap())
+        .collect();
     reasons.sort();
     assert_eq!(
         reasons,
@@ -83,7 +92,9 @@ fn check_accepts_the_quickstart() {
 fn check_reports_the_line_of_a_bad_field_and_exits_2() {
     let dir = quickstart_copy();
     let path = dir.path().join("quickstart.toml");
-    let text = std::fs::read_to_string(&path).unwrap().replace("target = \"payments\"", "target = \"paymnets\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("target = \"payments\"", "target = \"paymnets\"");
     std::fs::write(&path, &text).unwrap();
     let line = text.lines().position(|l| l.contains("paymnets")).unwrap() + 1;
     let out = veltrix(&["check", "-c", path.to_str().unwrap()]);
@@ -104,7 +115,10 @@ fn test_command_prints_matches_without_side_effects() {
         dir.path().join("events.jsonl").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 14);
     assert_eq!(lines[2]["matched"], serde_json::json!(["orders", "large-orders"]));
     assert_eq!(lines[2]["outcome"], "forward");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio::time::Instant;
-use veltrix_queue::memory::{Fault, MemoryQueueConfig, MemoryQueue};
+use veltrix_queue::memory::{Fault, MemoryQueue, MemoryQueueConfig};
 use veltrix_queue::{OutboundMessage, QueueError};
 
 const FORWARD_ORDERS: &str = r#"
@@ -32,7 +32,10 @@ async fn every_message_is_forwarded_and_acked_with_several_pollers() {
     let mut s = settings();
     s.pollers = 4;
     s.max_in_flight = 32;
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s)
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.received, 500);
     assert_eq!(summary.forwarded, 500);
     assert!(src.is_empty());
@@ -49,11 +52,17 @@ async fn no_ack_before_the_forward_succeeded() {
     let src = source("src");
     src.push_body(order(1));
     let targets = Targets::new();
-    targets.out.set_publish_fault(Some(Fault { error: QueueError::transient("target down"), remaining: None }));
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::transient("target down"),
+        remaining: None,
+    }));
     let w = worker(&src, rules(FORWARD_ORDERS), &targets, settings());
     let stats = w.stats();
     let run = tokio::spawn(w.run(tokio::time::sleep(Duration::from_secs(1))));
-    wait_until(Duration::from_secs(5), "the forward was attempted", || stats.snapshot().retried == 1).await;
+    wait_until(Duration::from_secs(5), "the forward was attempted", || {
+        stats.snapshot().retried == 1
+    })
+    .await;
     assert_eq!(src.acked(), 0, "a failed forward must not ack");
     assert_eq!(src.len(), 1, "the message is still in the queue");
     run.await.unwrap().unwrap();
@@ -66,17 +75,29 @@ async fn transient_failure_is_redelivered_after_the_backoff_delay() {
     src.push_body(order(7));
     src.close();
     let targets = Targets::new();
-    targets.out.set_publish_fault(Some(Fault { error: QueueError::transient("503"), remaining: Some(1) }));
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::transient("503"),
+        remaining: Some(1),
+    }));
     let s = settings();
     let initial = s.retry.initial_backoff;
     let start = Instant::now();
     let w = worker(&src, rules(FORWARD_ORDERS), &targets, s);
     let stats = w.stats();
     let run = tokio::spawn(w.run(std::future::pending()));
-    wait_until(Duration::from_secs(30), "the retry was forwarded", || targets.out.len() == 1).await;
+    wait_until(Duration::from_secs(30), "the retry was forwarded", || {
+        targets.out.len() == 1
+    })
+    .await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= initial / 2, "redelivered after {elapsed:?}, before half the backoff");
-    assert!(elapsed <= initial + Duration::from_millis(200), "redelivered after {elapsed:?}, later than the backoff");
+    assert!(
+        elapsed >= initial / 2,
+        "redelivered after {elapsed:?}, before half the backoff"
+    );
+    assert!(
+        elapsed <= initial + Duration::from_millis(200),
+        "redelivered after {elapsed:?}, later than the backoff"
+    );
     let summary = run.await.unwrap().unwrap();
     assert_eq!((summary.received, summary.retried, summary.forwarded), (2, 1, 1));
     assert_eq!(stats.snapshot().dead_lettered, 0);
@@ -89,8 +110,14 @@ async fn exhausted_budget_dead_letters_with_the_envelope_attributes() {
     src.push(body_with(&[("tenant", "acme")], &order(3)));
     src.close();
     let targets = Targets::new();
-    targets.out.set_publish_fault(Some(Fault { error: QueueError::transient("timeout"), remaining: None }));
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings()).run(std::future::pending()).await.unwrap();
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::transient("timeout"),
+        remaining: None,
+    }));
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!((summary.received, summary.retried, summary.dead_lettered), (3, 2, 1));
     let dl = targets.dlq.snapshot();
     assert_eq!(dl.len(), 1);
@@ -112,11 +139,17 @@ async fn dead_letter_target_down_leaves_the_message_unacked_until_it_recovers() 
     src.push_body("{\"type\": \"unknown\"}");
     src.close();
     let targets = Targets::new();
-    targets.dlq.set_publish_fault(Some(Fault { error: QueueError::transient("dlq down"), remaining: Some(2) }));
+    targets.dlq.set_publish_fault(Some(Fault {
+        error: QueueError::transient("dlq down"),
+        remaining: Some(2),
+    }));
     let w = worker(&src, rules(FORWARD_ORDERS), &targets, settings());
     let stats = w.stats();
     let run = tokio::spawn(w.run(std::future::pending()));
-    wait_until(Duration::from_secs(30), "the first dead-letter write failed", || stats.snapshot().dead_letter_failures == 1).await;
+    wait_until(Duration::from_secs(30), "the first dead-letter write failed", || {
+        stats.snapshot().dead_letter_failures == 1
+    })
+    .await;
     assert_eq!(src.len(), 1, "not acked while the dead letter is not written");
     assert_eq!(src.acked(), 0);
     let summary = run.await.unwrap().unwrap();
@@ -132,8 +165,14 @@ async fn permanent_target_error_dead_letters_at_once() {
     src.push_body(order(1));
     src.close();
     let targets = Targets::new();
-    targets.out.set_publish_fault(Some(Fault { error: QueueError::permanent("message too large"), remaining: None }));
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings()).run(std::future::pending()).await.unwrap();
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::permanent("message too large"),
+        remaining: None,
+    }));
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!((summary.received, summary.dead_lettered, summary.retried), (1, 1, 0));
     let a = &targets.dlq.snapshot()[0].attributes;
     assert_eq!(a["veltrix.reason"], "target_rejected");
@@ -144,7 +183,10 @@ async fn permanent_target_error_dead_letters_at_once() {
 #[tokio::test(start_paused = true)]
 async fn undecodable_body_is_dead_lettered_and_text_is_a_string_body() {
     let src = source("src");
-    src.push(OutboundMessage { body: vec![0x7b, 0xff, 0xfe].into(), ..Default::default() });
+    src.push(OutboundMessage {
+        body: vec![0x7b, 0xff, 0xfe].into(),
+        ..Default::default()
+    });
     src.push_body("plain text");
     src.close();
     let targets = Targets::new();
@@ -156,11 +198,18 @@ match = { body = ["plain text"] }
 actions = [{ type = "forward", target = "out" }]
 "#,
     );
-    let summary = worker(&src, rs, &targets, settings()).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rs, &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!((summary.forwarded, summary.dead_lettered), (1, 1));
     let dl = &targets.dlq.snapshot()[0];
     assert_eq!(dl.attributes["veltrix.reason"], "undecodable_body");
-    assert_eq!(dl.body.as_ref(), &[0x7b, 0xff, 0xfe], "the dead letter keeps the exact bytes");
+    assert_eq!(
+        dl.body.as_ref(),
+        &[0x7b, 0xff, 0xfe],
+        "the dead letter keeps the exact bytes"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -171,22 +220,39 @@ async fn shutdown_finishes_in_flight_releases_the_rest_and_loses_nothing() {
     }
     let mut out_cfg = MemoryQueueConfig::named("out");
     out_cfg.call_latency = Duration::from_millis(50);
-    let targets = Targets { out: MemoryQueue::new(out_cfg), ..Targets::new() };
+    let targets = Targets {
+        out: MemoryQueue::new(out_cfg),
+        ..Targets::new()
+    };
     let mut s = settings();
     s.max_in_flight = 20;
     let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s.clone())
         .run(tokio::time::sleep(Duration::from_millis(120)))
         .await
         .unwrap();
-    assert!(summary.forwarded > 0 && summary.forwarded < 200, "stopped mid-stream: {summary}");
-    assert_eq!(src.in_flight(), 0, "nothing is left leased: in-flight work finished or was released");
+    assert!(
+        summary.forwarded > 0 && summary.forwarded < 200,
+        "stopped mid-stream: {summary}"
+    );
+    assert_eq!(
+        src.in_flight(),
+        0,
+        "nothing is left leased: in-flight work finished or was released"
+    );
     let forwarded: BTreeSet<u64> = numbers(&targets.out.snapshot()).into_iter().collect();
     assert_eq!(forwarded.len() as u64, summary.forwarded);
-    assert_eq!(src.len() as u64 + summary.forwarded, 200, "every message is either forwarded or still queued");
+    assert_eq!(
+        src.len() as u64 + summary.forwarded,
+        200,
+        "every message is either forwarded or still queued"
+    );
 
     // A second worker finishes the rest: every id arrives.
     src.close();
-    let summary2 = worker(&src, rules(FORWARD_ORDERS), &targets, s).run(std::future::pending()).await.unwrap();
+    let summary2 = worker(&src, rules(FORWARD_ORDERS), &targets, s)
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.forwarded + summary2.forwarded, 200);
     let all: BTreeSet<u64> = numbers(&targets.out.snapshot()).into_iter().collect();
     assert_eq!(all, (0..200).collect());
@@ -201,7 +267,10 @@ async fn in_flight_messages_never_exceed_the_bound() {
     src.close();
     let mut out_cfg = MemoryQueueConfig::named("out");
     out_cfg.call_latency = Duration::from_millis(20);
-    let targets = Targets { out: MemoryQueue::new(out_cfg), ..Targets::new() };
+    let targets = Targets {
+        out: MemoryQueue::new(out_cfg),
+        ..Targets::new()
+    };
     let mut s = settings();
     s.max_in_flight = 7;
     s.pollers = 3;
@@ -227,8 +296,14 @@ async fn lease_keeper_keeps_a_slow_message_from_being_redelivered() {
     src.close();
     let mut out_cfg = MemoryQueueConfig::named("out");
     out_cfg.call_latency = Duration::from_secs(100);
-    let targets = Targets { out: MemoryQueue::new(out_cfg), ..Targets::new() };
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings()).run(std::future::pending()).await.unwrap();
+    let targets = Targets {
+        out: MemoryQueue::new(out_cfg),
+        ..Targets::new()
+    };
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.received, 1, "no redelivery while the slow forward ran");
     assert!(summary.lease_extensions >= 3, "{summary:?}");
     assert_eq!(targets.out.len(), 1);
@@ -243,13 +318,19 @@ async fn lease_is_not_extended_past_the_maximum_hold() {
     src.push_body(order(1));
     let mut out_cfg = MemoryQueueConfig::named("out");
     out_cfg.call_latency = Duration::from_secs(300);
-    let targets = Targets { out: MemoryQueue::new(out_cfg), ..Targets::new() };
+    let targets = Targets {
+        out: MemoryQueue::new(out_cfg),
+        ..Targets::new()
+    };
     let mut s = settings();
     s.max_lease = Duration::from_secs(60);
     let w = worker(&src, rules(FORWARD_ORDERS), &targets, s);
     let stats = w.stats();
     let run = tokio::spawn(w.run(tokio::time::sleep(Duration::from_secs(200))));
-    wait_until(Duration::from_secs(150), "the message was redelivered", || stats.snapshot().received >= 2).await;
+    wait_until(Duration::from_secs(150), "the message was redelivered", || {
+        stats.snapshot().received >= 2
+    })
+    .await;
     run.abort();
 }
 
@@ -260,14 +341,24 @@ async fn ordering_key_messages_are_processed_in_order_even_across_a_retry() {
     let src = MemoryQueue::new(cfg);
     for n in 0..40u64 {
         let key = if n % 2 == 0 { "even" } else { "odd" };
-        src.push(OutboundMessage { body: order(n).into(), ordering_key: Some(key.into()), ..Default::default() });
+        src.push(OutboundMessage {
+            body: order(n).into(),
+            ordering_key: Some(key.into()),
+            ..Default::default()
+        });
     }
     src.close();
     let targets = Targets::new();
-    targets.out.set_publish_fault(Some(Fault { error: QueueError::transient("blip"), remaining: Some(1) }));
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::transient("blip"),
+        remaining: Some(1),
+    }));
     let mut s = settings();
     s.max_in_flight = 16;
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s)
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.forwarded, 40);
     let got = numbers(&targets.out.snapshot());
     for parity in [0, 1] {
@@ -292,10 +383,20 @@ actions = [{ type = "retry" }]
 "#,
     );
     let start = Instant::now();
-    let summary = worker(&src, rs, &targets, settings()).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rs, &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!((summary.received, summary.retried, summary.dead_lettered), (3, 2, 1));
-    assert!(start.elapsed() >= Duration::from_secs(1) + Duration::from_secs(2), "backoff was applied: {:?}", start.elapsed());
-    assert_eq!(targets.dlq.snapshot()[0].attributes["veltrix.reason"], "retry_budget_exhausted");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1) + Duration::from_secs(2),
+        "backoff was applied: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        targets.dlq.snapshot()[0].attributes["veltrix.reason"],
+        "retry_budget_exhausted"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -317,7 +418,10 @@ match = { body = { type = ["order"] } }
 actions = [{ type = "forward", target = "audit" }]
 "#,
     );
-    let summary = worker(&src, rs, &targets, settings()).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rs, &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.forwarded, 1);
     assert_eq!(targets.out.snapshot()[0].body, "{\"doubled\":2,\"n\":1}");
     assert_eq!(targets.audit.snapshot()[0].body, order(1));
@@ -328,17 +432,29 @@ async fn transient_receive_errors_are_retried() {
     let src = source("src");
     src.push_body(order(1));
     src.close();
-    src.set_receive_fault(Some(Fault { error: QueueError::transient("connection reset"), remaining: Some(3) }));
+    src.set_receive_fault(Some(Fault {
+        error: QueueError::transient("connection reset"),
+        remaining: Some(3),
+    }));
     let targets = Targets::new();
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings()).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.forwarded, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_receive_error_stops_the_worker_with_the_cause() {
     let src = source("src");
-    src.set_receive_fault(Some(Fault { error: QueueError::permanent("queue does not exist"), remaining: None }));
+    src.set_receive_fault(Some(Fault {
+        error: QueueError::permanent("queue does not exist"),
+        remaining: None,
+    }));
     let targets = Targets::new();
-    let err = worker(&src, rules(FORWARD_ORDERS), &targets, settings()).run(std::future::pending()).await.unwrap_err();
+    let err = worker(&src, rules(FORWARD_ORDERS), &targets, settings())
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("queue does not exist"));
 }

@@ -23,7 +23,13 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A problem with `field`.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: Some(field.into()), position: None, message: message.into(), allowed: None, hint: None }
+        Self {
+            field: Some(field.into()),
+            position: None,
+            message: message.into(),
+            allowed: None,
+            hint: None,
+        }
     }
 
     /// Adds what is allowed.

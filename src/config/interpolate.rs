@@ -25,7 +25,10 @@ pub fn interpolate(
 ) -> Result<(), MissingVariable> {
     match value {
         Value::String(s) if s.contains('$') => {
-            *s = interpolate_str(s, lookup).map_err(|name| MissingVariable { path: path.to_string(), name })?;
+            *s = interpolate_str(s, lookup).map_err(|name| MissingVariable {
+                path: path.to_string(),
+                name,
+            })?;
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -98,6 +101,12 @@ mod tests {
     fn missing_variable_names_the_field() {
         let mut v = json!({"targets": {"a": {"url": "${NOPE}"}}});
         let err = interpolate(&mut v, "", &env).unwrap_err();
-        assert_eq!(err, MissingVariable { path: "targets.a.url".into(), name: "NOPE".into() });
+        assert_eq!(
+            err,
+            MissingVariable {
+                path: "targets.a.url".into(),
+                name: "NOPE".into()
+            }
+        );
     }
 }

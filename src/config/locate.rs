@@ -53,7 +53,10 @@ pub fn position_of(text: &str, offset: usize) -> Position {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    Position { line, column: before[line_start..].chars().count() + 1 }
+    Position {
+        line,
+        column: before[line_start..].chars().count() + 1,
+    }
 }
 
 /// Joins a parent path and an object key the way error paths are written.
@@ -90,27 +93,20 @@ pub fn parse_toml(text: &str) -> Result<(Value, Locations), SyntaxError> {
     Ok((value, locations))
 }
 
-fn toml_table(
-    text: &str,
-    table: &DeTable<'_>,
-    path: &str,
-    locations: &mut Locations,
-) -> Result<Value, SyntaxError> {
+fn toml_table(text: &str, table: &DeTable<'_>, path: &str, locations: &mut Locations) -> Result<Value, SyntaxError> {
     let mut out = Map::new();
     for (key, value) in table.iter() {
         let key_path = child_key(path, key.get_ref());
         locations.record(key_path.clone(), position_of(text, key.span().start));
-        out.insert(key.get_ref().to_string(), toml_value(text, value.get_ref(), &key_path, locations)?);
+        out.insert(
+            key.get_ref().to_string(),
+            toml_value(text, value.get_ref(), &key_path, locations)?,
+        );
     }
     Ok(Value::Object(out))
 }
 
-fn toml_value(
-    text: &str,
-    value: &DeValue<'_>,
-    path: &str,
-    locations: &mut Locations,
-) -> Result<Value, SyntaxError> {
+fn toml_value(text: &str, value: &DeValue<'_>, path: &str, locations: &mut Locations) -> Result<Value, SyntaxError> {
     Ok(match value {
         DeValue::String(s) => Value::String(s.to_string()),
         DeValue::Integer(i) => {
@@ -147,10 +143,18 @@ fn toml_value(
 pub fn parse_json(text: &str) -> Result<(Value, Locations), SyntaxError> {
     let value: Value = serde_json::from_str(text).map_err(|e| SyntaxError {
         message: e.to_string(),
-        position: Some(Position { line: e.line(), column: e.column() }),
+        position: Some(Position {
+            line: e.line(),
+            column: e.column(),
+        }),
     })?;
     let mut locations = Locations::default();
-    let mut scanner = JsonScanner { text, bytes: text.as_bytes(), at: 0, locations: &mut locations };
+    let mut scanner = JsonScanner {
+        text,
+        bytes: text.as_bytes(),
+        at: 0,
+        locations: &mut locations,
+    };
     scanner.value("");
     Ok((value, locations))
 }
@@ -225,7 +229,8 @@ impl JsonScanner<'_> {
                         Some(b',') => self.at += 1,
                         Some(_) => {
                             let item_path = child_index(path, index);
-                            self.locations.record(item_path.clone(), position_of(self.text, self.at));
+                            self.locations
+                                .record(item_path.clone(), position_of(self.text, self.at));
                             self.value(&item_path);
                             index += 1;
                         }
@@ -257,7 +262,11 @@ mod tests {
         assert_eq!(loc.find("source.type"), Some(Position { line: 2, column: 1 }));
         assert_eq!(loc.find("rules[0].name").unwrap().line, 5);
         assert_eq!(loc.find("rules[0].actions[0].type").unwrap().line, 6);
-        assert_eq!(loc.find("rules[0].actions[0].nope").unwrap().line, 6, "falls back to the parent");
+        assert_eq!(
+            loc.find("rules[0].actions[0].nope").unwrap().line,
+            6,
+            "falls back to the parent"
+        );
     }
 
     #[test]

@@ -111,14 +111,24 @@ impl Config {
 
 /// Reads and validates a config file, using the process environment for `${…}`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(path, &text, &|name| std::env::var(name).ok())
 }
 
 /// Validates config text as if read from `path`; `lookup` resolves `${…}`.
 pub fn load_str(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let invalid = |problems: Vec<Diagnostic>| ConfigError::Invalid { file: path.to_path_buf(), problems };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let invalid = |problems: Vec<Diagnostic>| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        problems,
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let parsed = match ext.as_str() {
         "toml" => locate::parse_toml(text),
         "json" => locate::parse_json(text),
@@ -142,8 +152,10 @@ pub fn load_str(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>
         }])
     })?;
     interpolate::interpolate(&mut value, "", lookup).map_err(|m| {
-        let mut d = Diagnostic::field(&m.path, format!("environment variable `{}` is not set", m.name))
-            .hint(format!("export {}=…, or write ${{{}:-default}} to give a fallback", m.name, m.name));
+        let mut d = Diagnostic::field(&m.path, format!("environment variable `{}` is not set", m.name)).hint(format!(
+            "export {}=…, or write ${{{}:-default}} to give a fallback",
+            m.name, m.name
+        ));
         d.position = locations.find(&m.path);
         invalid(vec![d])
     })?;
@@ -178,12 +190,24 @@ pub fn load_str(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>
 /// Turns a serde message into a diagnostic with the allowed values and a suggestion.
 fn serde_diagnostic(field: &str, message: &str) -> Diagnostic {
     let ticked: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    let base = Diagnostic { field: (!field.is_empty()).then(|| field.to_string()), position: None, message: message.to_string(), allowed: None, hint: None };
-    let expected = message.split_once(", expected ").map(|(_, rest)| rest.trim_start_matches("one of ").to_string());
+    let base = Diagnostic {
+        field: (!field.is_empty()).then(|| field.to_string()),
+        position: None,
+        message: message.to_string(),
+        allowed: None,
+        hint: None,
+    };
+    let expected = message
+        .split_once(", expected ")
+        .map(|(_, rest)| rest.trim_start_matches("one of ").to_string());
     if message.starts_with("unknown field") || message.starts_with("unknown variant") {
         let word = ticked.first().copied().unwrap_or("");
         let candidates: Vec<&str> = ticked.iter().skip(1).copied().collect();
-        let what = if message.starts_with("unknown field") { "field" } else { "type" };
+        let what = if message.starts_with("unknown field") {
+            "field"
+        } else {
+            "type"
+        };
         let mut d = base;
         d.message = format!("unknown {what} `{word}`");
         d.allowed = expected.or_else(|| Some("none here".into()));

@@ -46,8 +46,19 @@ fn only_problem(err: ConfigError) -> Diagnostic {
 #[test]
 fn valid_toml_loads_with_paths_relative_to_the_file() {
     let c = load_toml(VALID).unwrap();
-    assert_eq!(c.source, SourceConfig::File { path: "/etc/veltrix/events.jsonl".into(), visibility_timeout: Duration::from_secs(30) });
-    assert_eq!(c.targets[1].kind, TargetKind::File { path: "/etc/veltrix/out/forwarded.jsonl".into() });
+    assert_eq!(
+        c.source,
+        SourceConfig::File {
+            path: "/etc/veltrix/events.jsonl".into(),
+            visibility_timeout: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(
+        c.targets[1].kind,
+        TargetKind::File {
+            path: "/etc/veltrix/out/forwarded.jsonl".into()
+        }
+    );
     assert_eq!(c.dead_letter, Some(0));
     assert_eq!(c.rules.rules().len(), 2);
     assert_eq!(c.rules.default_max_attempts(), 3);
@@ -111,7 +122,9 @@ fn bad_transform_is_reported() {
 
 #[test]
 fn all_problems_are_listed_in_file_order() {
-    let text = VALID.replace("target = \"out\"", "target = \"nope\"").replace("max_attempts = 3", "max_attempts = 0");
+    let text = VALID
+        .replace("target = \"out\"", "target = \"nope\"")
+        .replace("max_attempts = 3", "max_attempts = 0");
     let err = load_toml(&text).unwrap_err();
     let lines: Vec<usize> = err.problems().iter().map(|p| p.position.unwrap().line).collect();
     assert_eq!(lines, vec![15, 20]);
@@ -120,7 +133,10 @@ fn all_problems_are_listed_in_file_order() {
 
 #[test]
 fn unknown_source_type_lists_types() {
-    let text = VALID.replace("type = \"file\"\npath = \"events.jsonl\"", "type = \"fiel\"\npath = \"events.jsonl\"");
+    let text = VALID.replace(
+        "type = \"file\"\npath = \"events.jsonl\"",
+        "type = \"fiel\"\npath = \"events.jsonl\"",
+    );
     let d = only_problem(load_toml(&text).unwrap_err());
     assert_eq!(d.message, "unknown type `fiel`");
     assert_eq!(d.hint.as_deref(), Some("did you mean `file`?"));
@@ -132,7 +148,10 @@ fn missing_env_variable_names_field_and_variable() {
     let d = only_problem(load_toml(&text).unwrap_err());
     assert_eq!(d.field.as_deref(), Some("source.path"));
     assert!(d.message.contains("`EVENTS_FILE`"));
-    let c = load_str(Path::new("/w.toml"), &text, &|n| (n == "EVENTS_FILE").then(|| "/data/e.jsonl".into())).unwrap();
+    let c = load_str(Path::new("/w.toml"), &text, &|n| {
+        (n == "EVENTS_FILE").then(|| "/data/e.jsonl".into())
+    })
+    .unwrap();
     assert_eq!(c.source.name(), "/data/e.jsonl");
 }
 

@@ -68,8 +68,19 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     let mut c = Checker { problems: Vec::new() };
 
     let (source, max_in_flight, pollers) = match raw.source {
-        RawSource::File { path, max_in_flight, pollers, visibility_timeout_secs } => {
-            c.range("source.visibility_timeout_secs", visibility_timeout_secs, 1, MAX_DELAY_SECS, " s");
+        RawSource::File {
+            path,
+            max_in_flight,
+            pollers,
+            visibility_timeout_secs,
+        } => {
+            c.range(
+                "source.visibility_timeout_secs",
+                visibility_timeout_secs,
+                1,
+                MAX_DELAY_SECS,
+                " s",
+            );
             if path.is_empty() {
                 c.problems.push(
                     Diagnostic::field("source.path", "the path is empty")
@@ -83,7 +94,13 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             (source, max_in_flight, pollers)
         }
     };
-    c.range("source.max_in_flight", max_in_flight.into(), 1, MAX_IN_FLIGHT.into(), "");
+    c.range(
+        "source.max_in_flight",
+        max_in_flight.into(),
+        1,
+        MAX_IN_FLIGHT.into(),
+        "",
+    );
     c.range("source.pollers", pollers.into(), 1, MAX_POLLERS.into(), "");
 
     let mut targets = Vec::new();
@@ -98,13 +115,19 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         let kind = match target {
             RawTarget::File { path } => {
                 if path.is_empty() {
-                    c.problems.push(Diagnostic::field(format!("{field}.path"), "the path is empty"));
+                    c.problems
+                        .push(Diagnostic::field(format!("{field}.path"), "the path is empty"));
                 }
-                TargetKind::File { path: resolve(base_dir, path) }
+                TargetKind::File {
+                    path: resolve(base_dir, path),
+                }
             }
             RawTarget::Stdout {} => TargetKind::Stdout,
         };
-        targets.push(TargetConfig { name: name.clone(), kind });
+        targets.push(TargetConfig {
+            name: name.clone(),
+            kind,
+        });
     }
     let target_names: Vec<&str> = raw.targets.keys().map(String::as_str).collect();
     let target_index = |name: &str| target_names.iter().position(|n| *n == name);
@@ -127,9 +150,27 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             i
         }
     };
-    c.range("pipeline.retry.max_attempts", p.retry.max_attempts.into(), 1, MAX_ATTEMPTS.into(), "");
-    c.range("pipeline.retry.initial_backoff_ms", p.retry.initial_backoff_ms, 1, MAX_DELAY_SECS * 1000, " ms");
-    c.range("pipeline.retry.max_backoff_secs", p.retry.max_backoff_secs, 1, MAX_DELAY_SECS, " s");
+    c.range(
+        "pipeline.retry.max_attempts",
+        p.retry.max_attempts.into(),
+        1,
+        MAX_ATTEMPTS.into(),
+        "",
+    );
+    c.range(
+        "pipeline.retry.initial_backoff_ms",
+        p.retry.initial_backoff_ms,
+        1,
+        MAX_DELAY_SECS * 1000,
+        " ms",
+    );
+    c.range(
+        "pipeline.retry.max_backoff_secs",
+        p.retry.max_backoff_secs,
+        1,
+        MAX_DELAY_SECS,
+        " s",
+    );
     if p.retry.initial_backoff_ms > p.retry.max_backoff_secs.saturating_mul(1000) {
         c.problems.push(
             Diagnostic::field(
@@ -153,14 +194,20 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         let field = format!("rules[{i}]");
         if !valid_name(&r.name) {
             c.problems.push(
-                Diagnostic::field(format!("{field}.name"), format!("`{}` is not a valid rule name", r.name))
-                    .allowed("a non-empty name of letters, digits, `-`, `_` and `.`"),
+                Diagnostic::field(
+                    format!("{field}.name"),
+                    format!("`{}` is not a valid rule name", r.name),
+                )
+                .allowed("a non-empty name of letters, digits, `-`, `_` and `.`"),
             );
         }
         if let Some(first) = seen.insert(&r.name, i) {
             c.problems.push(
-                Diagnostic::field(format!("{field}.name"), format!("rule name `{}` is already used by rules[{first}]", r.name))
-                    .hint("give every rule a unique name; names appear in `veltrix test`, logs and dead letters"),
+                Diagnostic::field(
+                    format!("{field}.name"),
+                    format!("rule name `{}` is already used by rules[{first}]", r.name),
+                )
+                .hint("give every rule a unique name; names appear in `veltrix test`, logs and dead letters"),
             );
         }
         patterns.push(parse_pattern(&mut c, &field, r));
@@ -171,10 +218,17 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         Ok(set) => Some(set),
         Err(e) => {
             let i = rules.iter().position(|r| r.name == e.rule).unwrap_or(0);
-            let inner = if e.path.is_empty() { String::new() } else { format!(".{}", e.path) };
+            let inner = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(".{}", e.path)
+            };
             c.problems.push(
-                Diagnostic::field(format!("rules[{i}].match{inner}"), format!("invalid pattern in rule `{}`: {}", e.rule, e.reason))
-                    .hint("patterns follow EventBridge syntax; see the rule language section of the README"),
+                Diagnostic::field(
+                    format!("rules[{i}].match{inner}"),
+                    format!("invalid pattern in rule `{}`: {}", e.rule, e.reason),
+                )
+                .hint("patterns follow EventBridge syntax; see the rule language section of the README"),
             );
             None
         }
@@ -187,7 +241,12 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         RawUnmatched::DeadLetter => Unmatched::DeadLetter,
         RawUnmatched::Ack => Unmatched::Ack,
     };
-    let rule_set = RuleSet::new(pattern_set.expect("no problems means patterns compiled"), rules, unmatched, p.retry.max_attempts);
+    let rule_set = RuleSet::new(
+        pattern_set.expect("no problems means patterns compiled"),
+        rules,
+        unmatched,
+        p.retry.max_attempts,
+    );
     let settings = Settings {
         max_in_flight: max_in_flight as usize,
         pollers: pollers as usize,
@@ -211,7 +270,10 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
 }
 
 /// A `match` is a table or a JSON string; returns the pattern as a JSON value.
@@ -261,7 +323,10 @@ fn compile_rule(
     if let Some(n) = r.max_attempts {
         c.range(&format!("{field}.max_attempts"), n.into(), 1, MAX_ATTEMPTS.into(), "");
     }
-    let rule_transform = r.transform.as_deref().and_then(|code| compile_transform(c, format!("{field}.transform"), code));
+    let rule_transform = r
+        .transform
+        .as_deref()
+        .and_then(|code| compile_transform(c, format!("{field}.transform"), code));
     let mut actions = Vec::new();
     for (j, a) in r.actions.iter().enumerate() {
         let afield = format!("{field}.actions[{j}]");
@@ -275,7 +340,10 @@ fn compile_rule(
                     Some(code) => compile_transform(c, format!("{afield}.transform"), code),
                     None => rule_transform.clone(),
                 };
-                Action::Forward { target: index, transform }
+                Action::Forward {
+                    target: index,
+                    transform,
+                }
             }
             RawAction::Drop {} => Action::Drop,
             RawAction::DeadLetter { reason } => {
@@ -290,5 +358,10 @@ fn compile_rule(
             RawAction::Retry {} => Action::Retry,
         });
     }
-    Rule { name: r.name.clone(), is_final: r.is_final, max_attempts: r.max_attempts, actions }
+    Rule {
+        name: r.name.clone(),
+        is_final: r.is_final,
+        max_attempts: r.max_attempts,
+        actions,
+    }
 }

@@ -28,7 +28,9 @@ impl RetryPolicy {
     /// The delay before jitter.
     pub fn nominal_delay(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(40);
-        self.initial_backoff.saturating_mul(1u32 << doublings.min(31)).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max_backoff)
     }
 }
 

@@ -104,7 +104,10 @@ mod tests {
             tx.send(i).unwrap();
         }
         let first = rx.recv().await.unwrap();
-        assert_eq!(collect(&mut rx, first, 10, Duration::ZERO).await, (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            collect(&mut rx, first, 10, Duration::ZERO).await,
+            (0..10).collect::<Vec<_>>()
+        );
         let first = rx.recv().await.unwrap();
         assert_eq!(collect(&mut rx, first, 100, Duration::ZERO).await.len(), 15);
     }

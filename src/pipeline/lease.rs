@@ -64,7 +64,10 @@ impl LeaseKeeper {
     ) -> (LeaseKeeper, JoinHandle<()>) {
         let limits = source.limits();
         let lease = limits.initial_lease.min(limits.max_lease);
-        let keeper = LeaseKeeper { leases: Arc::default(), lease };
+        let keeper = LeaseKeeper {
+            leases: Arc::default(),
+            lease,
+        };
         let task_keeper = keeper.clone();
         let handle = tokio::spawn(async move {
             let tick = (lease / 4).max(MIN_TICK);
@@ -95,8 +98,18 @@ impl LeaseKeeper {
         let mut leases = self.lock();
         let id = leases.next_id;
         leases.next_id += 1;
-        leases.entries.insert(id, Entry { token, received_at: now, renew_at: now + self.lease / 2 });
-        LeaseGuard { keeper: self.clone(), id }
+        leases.entries.insert(
+            id,
+            Entry {
+                token,
+                received_at: now,
+                renew_at: now + self.lease / 2,
+            },
+        );
+        LeaseGuard {
+            keeper: self.clone(),
+            id,
+        }
     }
 
     /// Messages registered now.

@@ -105,7 +105,14 @@ impl Worker {
         settings: Settings,
     ) -> Self {
         assert!(dead_letter < targets.len(), "dead-letter target index out of range");
-        Self { source, rules, targets, dead_letter, settings, stats: Arc::default() }
+        Self {
+            source,
+            rules,
+            targets,
+            dead_letter,
+            settings,
+            stats: Arc::default(),
+        }
     }
 
     /// Live counters (for metrics and tests).
@@ -115,9 +122,17 @@ impl Worker {
 
     /// Runs until the source is exhausted or `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<Summary, PipelineError> {
-        let Worker { source, rules, targets, dead_letter, settings, stats } = self;
+        let Worker {
+            source,
+            rules,
+            targets,
+            dead_letter,
+            settings,
+            stats,
+        } = self;
         let stop_keeper = CancellationToken::new();
-        let (leases, keeper_task) = LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
+        let (leases, keeper_task) =
+            LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
         let (acks, acker) = Acker::spawn(source.clone(), stats.clone(), settings.flush_interval);
         let targets: Vec<BatchingPublisher> = targets
             .into_iter()
@@ -176,7 +191,10 @@ impl Worker {
         draining.cancel();
         release_unstarted(&ctx, &sequencer).await;
         tasks.close();
-        if tokio::time::timeout(settings.drain_timeout, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(settings.drain_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 still_running = tasks.len(),
                 "drain timeout reached; unfinished messages are not acked and will be redelivered"
@@ -261,28 +279,49 @@ async fn poll(
         let mut held = held.into_iter();
         for delivery in deliveries {
             let lease = leases.register(delivery.token.clone());
-            let work = Work { delivery, _permit: held.next(), _lease: lease };
+            let work = Work {
+                delivery,
+                _permit: held.next(),
+                _lease: lease,
+            };
             dispatch(&ctx, &sequencer, &tasks, &draining, work);
         }
     }
 }
 
-fn dispatch(ctx: &Arc<Context>, sequencer: &Arc<Sequencer<Work>>, tasks: &TaskTracker, draining: &CancellationToken, work: Work) {
+fn dispatch(
+    ctx: &Arc<Context>,
+    sequencer: &Arc<Sequencer<Work>>,
+    tasks: &TaskTracker,
+    draining: &CancellationToken,
+    work: Work,
+) {
     let ctx = ctx.clone();
     match work.delivery.ordering_key.clone() {
         None => {
             tasks.spawn(async move {
-                let Work { delivery, _permit, _lease } = work;
+                let Work {
+                    delivery,
+                    _permit,
+                    _lease,
+                } = work;
                 process::process(&ctx, delivery).await;
             });
         }
         Some(key) => {
-            let Some(first) = sequencer.enqueue(&key, work) else { return };
+            let Some(first) = sequencer.enqueue(&key, work) else {
+                return;
+            };
             let sequencer = sequencer.clone();
             let draining = draining.clone();
             tasks.spawn(async move {
                 let mut next = Some(first);
-                while let Some(Work { delivery, _permit, _lease }) = next {
+                while let Some(Work {
+                    delivery,
+                    _permit,
+                    _lease,
+                }) = next
+                {
                     if let Settled::Retried(delay) = process::process(&ctx, delivery).await {
                         // Keep the key's order: what queued behind a retried message waits as long.
                         for held_back in sequencer.take_queued(&key) {
@@ -290,7 +329,11 @@ fn dispatch(ctx: &Arc<Context>, sequencer: &Arc<Sequencer<Work>>, tasks: &TaskTr
                             ctx.stats.released(1);
                         }
                     }
-                    next = if draining.is_cancelled() { None } else { sequencer.next(&key) };
+                    next = if draining.is_cancelled() {
+                        None
+                    } else {
+                        sequencer.next(&key)
+                    };
                 }
                 if draining.is_cancelled() {
                     // Finish the key; anything still queued is released by the drain.

@@ -46,7 +46,12 @@ pub fn plan_for(ctx: &Context, d: &Delivery) -> Plan {
             let env = envelope::build(body, &d.attributes, &ctx.source_info, d.delivery_attempt);
             ctx.rules.plan(&env, d.delivery_attempt)
         }
-        Err(e) => Plan::dead_letter(Reason::UndecodableBody, None, e.to_string(), ctx.rules.default_max_attempts()),
+        Err(e) => Plan::dead_letter(
+            Reason::UndecodableBody,
+            None,
+            e.to_string(),
+            ctx.rules.default_max_attempts(),
+        ),
     }
 }
 
@@ -123,7 +128,10 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
         return Some(Step::DeadLetter(DeadLetter {
             reason: Reason::RetryBudgetExhausted,
             rule: None,
-            error: format!("attempt {} of {} failed: {error}", d.delivery_attempt, plan.max_attempts),
+            error: format!(
+                "attempt {} of {} failed: {error}",
+                d.delivery_attempt, plan.max_attempts
+            ),
         }));
     }
     tracing::debug!(message_id = %d.id, attempt = d.delivery_attempt, %error, "transient failure; will retry");
@@ -174,9 +182,15 @@ pub fn dead_letter_message(ctx: &Context, d: &Delivery, dl: &DeadLetter) -> Outb
     }
     attributes.insert(ATTR_ERROR.into(), truncate(&dl.error, MAX_ERROR_ATTRIBUTE_BYTES));
     attributes.insert(ATTR_ATTEMPTS.into(), d.delivery_attempt.to_string());
-    attributes.insert(ATTR_SOURCE.into(), format!("{}:{}", ctx.source_info.kind, ctx.source_info.name));
+    attributes.insert(
+        ATTR_SOURCE.into(),
+        format!("{}:{}", ctx.source_info.kind, ctx.source_info.name),
+    );
     attributes.insert(ATTR_MESSAGE_ID.into(), d.id.clone());
-    attributes.insert(ATTR_FAILED_AT.into(), humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+    attributes.insert(
+        ATTR_FAILED_AT.into(),
+        humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+    );
     OutboundMessage {
         body: d.body.clone(),
         attributes,

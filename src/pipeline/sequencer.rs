@@ -15,7 +15,9 @@ pub struct Sequencer<T> {
 
 impl<T> Default for Sequencer<T> {
     fn default() -> Self {
-        Self { queues: Mutex::new(HashMap::new()) }
+        Self {
+            queues: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -53,12 +55,18 @@ impl<T> Sequencer<T> {
 
     /// Removes every item still queued under `key`.
     pub fn take_queued(&self, key: &str) -> Vec<T> {
-        self.lock().get_mut(key).map(|q| q.drain(..).collect()).unwrap_or_default()
+        self.lock()
+            .get_mut(key)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default()
     }
 
     /// Removes every queued item of every key (at shutdown).
     pub fn take_all_queued(&self) -> Vec<T> {
-        self.lock().values_mut().flat_map(|q| q.drain(..).collect::<Vec<_>>()).collect()
+        self.lock()
+            .values_mut()
+            .flat_map(|q| q.drain(..).collect::<Vec<_>>())
+            .collect()
     }
 }
 

@@ -20,14 +20,18 @@ pub struct UndecodableBody {
 
 /// Decodes a body: JSON when it parses as JSON, otherwise the text as a string.
 pub fn decode_body(body: &[u8]) -> Result<Value, UndecodableBody> {
-    let text = std::str::from_utf8(body).map_err(|e| UndecodableBody { offset: e.valid_up_to() })?;
+    let text = std::str::from_utf8(body).map_err(|e| UndecodableBody {
+        offset: e.valid_up_to(),
+    })?;
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
 }
 
 /// Builds the envelope patterns and transforms see.
 pub fn build(body: Value, attributes: &Attributes, source: &SourceInfo, delivery_attempt: u32) -> Value {
-    let attributes: Map<String, Value> =
-        attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let attributes: Map<String, Value> = attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     let mut source_obj = Map::with_capacity(2);
     source_obj.insert("kind".into(), Value::String(source.kind.to_string()));
     source_obj.insert("name".into(), Value::String(source.name.clone()));
@@ -62,7 +66,10 @@ mod tests {
     fn envelope_has_the_documented_shape() {
         let mut attrs = Attributes::new();
         attrs.insert("k".into(), "v".into());
-        let info = SourceInfo { kind: "file", name: "events.jsonl".into() };
+        let info = SourceInfo {
+            kind: "file",
+            name: "events.jsonl".into(),
+        };
         let env = build(json!({"x": 1}), &attrs, &info, 2);
         assert_eq!(
             env,

@@ -88,7 +88,12 @@ impl RuleSet {
     /// Assembles a rule set; `patterns` holds one pattern per rule, in the same order.
     pub fn new(patterns: PatternSet, rules: Vec<Rule>, unmatched: Unmatched, default_max_attempts: u32) -> Self {
         assert_eq!(patterns.len(), rules.len(), "one pattern per rule");
-        Self { patterns, rules, unmatched, default_max_attempts }
+        Self {
+            patterns,
+            rules,
+            unmatched,
+            default_max_attempts,
+        }
     }
 
     /// The rules, in file order.
@@ -138,7 +143,12 @@ impl RuleSet {
                     error: "no rule matched this event".into(),
                 }),
             };
-            return Plan { matched, forwards: Vec::new(), disposition, max_attempts };
+            return Plan {
+                matched,
+                forwards: Vec::new(),
+                disposition,
+                max_attempts,
+            };
         }
         let mut forwards = Vec::new();
         let mut dead_letter = None;
@@ -166,7 +176,11 @@ impl RuleSet {
                                 }
                             },
                         };
-                        forwards.push(Forward { rule: rule_index, target: *target, body });
+                        forwards.push(Forward {
+                            rule: rule_index,
+                            target: *target,
+                            body,
+                        });
                     }
                     Action::Drop => {}
                     Action::DeadLetter { reason } => {
@@ -195,7 +209,12 @@ impl RuleSet {
             (None, Some(rule)) => Disposition::Retry { rule },
             (None, None) => Disposition::Ack,
         };
-        Plan { matched, forwards, disposition, max_attempts }
+        Plan {
+            matched,
+            forwards,
+            disposition,
+            max_attempts,
+        }
     }
 }
 
@@ -206,7 +225,12 @@ mod tests {
     use serde_json::json;
 
     fn rule(name: &str, actions: Vec<Action>) -> Rule {
-        Rule { name: name.into(), is_final: false, max_attempts: None, actions }
+        Rule {
+            name: name.into(),
+            is_final: false,
+            max_attempts: None,
+            actions,
+        }
     }
 
     fn set(patterns: Vec<Value>, rules: Vec<Rule>, unmatched: Unmatched) -> RuleSet {
@@ -220,11 +244,31 @@ mod tests {
 
     #[test]
     fn fans_out_in_file_order_and_final_stops() {
-        let mut r2 = rule("b", vec![Action::Forward { target: 1, transform: None }]);
+        let mut r2 = rule(
+            "b",
+            vec![Action::Forward {
+                target: 1,
+                transform: None,
+            }],
+        );
         r2.is_final = true;
         let rs = set(
-            vec![json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}})],
-            vec![rule("a", vec![Action::Forward { target: 0, transform: None }]), r2, rule("c", vec![Action::Drop])],
+            vec![
+                json!({"body": {"t": ["x"]}}),
+                json!({"body": {"t": ["x"]}}),
+                json!({"body": {"t": ["x"]}}),
+            ],
+            vec![
+                rule(
+                    "a",
+                    vec![Action::Forward {
+                        target: 0,
+                        transform: None,
+                    }],
+                ),
+                r2,
+                rule("c", vec![Action::Drop]),
+            ],
             Unmatched::DeadLetter,
         );
         let plan = rs.plan(&event(json!({"t": "x"})), 1);
@@ -235,18 +279,33 @@ mod tests {
 
     #[test]
     fn unmatched_follows_the_setting() {
-        let rs = set(vec![json!({"body": {"t": ["x"]}})], vec![rule("a", vec![Action::Drop])], Unmatched::DeadLetter);
+        let rs = set(
+            vec![json!({"body": {"t": ["x"]}})],
+            vec![rule("a", vec![Action::Drop])],
+            Unmatched::DeadLetter,
+        );
         let plan = rs.plan(&event(json!({"t": "y"})), 1);
         assert!(matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Unmatched));
-        let rs = set(vec![json!({"body": {"t": ["x"]}})], vec![rule("a", vec![Action::Drop])], Unmatched::Ack);
+        let rs = set(
+            vec![json!({"body": {"t": ["x"]}})],
+            vec![rule("a", vec![Action::Drop])],
+            Unmatched::Ack,
+        );
         assert_eq!(rs.plan(&event(json!({"t": "y"})), 1).outcome(), Outcome::Ack);
         assert_eq!(rs.plan(&event(json!({"t": "x"})), 1).outcome(), Outcome::Drop);
     }
 
     #[test]
     fn retry_turns_into_dead_letter_when_the_budget_is_spent() {
-        let rs = set(vec![json!({"body": {"t": ["x"]}})], vec![rule("a", vec![Action::Retry])], Unmatched::Ack);
-        assert_eq!(rs.plan(&event(json!({"t": "x"})), 2).disposition, Disposition::Retry { rule: 0 });
+        let rs = set(
+            vec![json!({"body": {"t": ["x"]}})],
+            vec![rule("a", vec![Action::Retry])],
+            Unmatched::Ack,
+        );
+        assert_eq!(
+            rs.plan(&event(json!({"t": "x"})), 2).disposition,
+            Disposition::Retry { rule: 0 }
+        );
         let plan = rs.plan(&event(json!({"t": "x"})), 3);
         assert!(matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::RetryBudgetExhausted));
     }
@@ -257,8 +316,20 @@ mod tests {
         let rs = set(
             vec![json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}})],
             vec![
-                rule("ok", vec![Action::Forward { target: 0, transform: None }]),
-                rule("bad", vec![Action::Forward { target: 0, transform: Some(t) }]),
+                rule(
+                    "ok",
+                    vec![Action::Forward {
+                        target: 0,
+                        transform: None,
+                    }],
+                ),
+                rule(
+                    "bad",
+                    vec![Action::Forward {
+                        target: 0,
+                        transform: Some(t),
+                    }],
+                ),
             ],
             Unmatched::Ack,
         );
@@ -278,13 +349,26 @@ mod tests {
         let rs = set(
             vec![json!({"body": {"t": ["x"]}}), json!({"body": {"t": ["x"]}})],
             vec![
-                rule("fwd", vec![Action::Forward { target: 0, transform: None }]),
-                rule("dl", vec![Action::DeadLetter { reason: "quarantine".into() }]),
+                rule(
+                    "fwd",
+                    vec![Action::Forward {
+                        target: 0,
+                        transform: None,
+                    }],
+                ),
+                rule(
+                    "dl",
+                    vec![Action::DeadLetter {
+                        reason: "quarantine".into(),
+                    }],
+                ),
             ],
             Unmatched::Ack,
         );
         let plan = rs.plan(&event(json!({"t": "x"})), 1);
         assert_eq!(plan.forwards.len(), 1);
-        assert!(matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Rule("quarantine".into())));
+        assert!(
+            matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Rule("quarantine".into()))
+        );
     }
 }

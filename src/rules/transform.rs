@@ -64,7 +64,10 @@ impl Transform {
                 .collect();
             TransformError(format!("jq error: {}", msgs.join("; ")))
         })?;
-        Ok(Self { source: code.to_string(), filter })
+        Ok(Self {
+            source: code.to_string(),
+            filter,
+        })
     }
 
     /// The program text.
@@ -80,7 +83,11 @@ impl Transform {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut outputs = self.filter.id.run((ctx, input)).map(unwrap_valr);
         let first = match outputs.next() {
-            None => return Err(TransformError("transform produced no value (did a `select` filter it out?)".into())),
+            None => {
+                return Err(TransformError(
+                    "transform produced no value (did a `select` filter it out?)".into(),
+                ))
+            }
             Some(Err(e)) => return Err(TransformError(format!("transform failed: {e}"))),
             Some(Ok(v)) => v,
         };
@@ -90,8 +97,7 @@ impl Transform {
             ));
         }
         let text = first.to_string();
-        serde_json::from_str(&text)
-            .map_err(|e| TransformError(format!("transform output is not JSON ({e}): {text}")))
+        serde_json::from_str(&text).map_err(|e| TransformError(format!("transform output is not JSON ({e}): {text}")))
     }
 }
 

@@ -42,7 +42,12 @@ impl BatchingPublisher {
                 }
             }
         });
-        Self { name, description, tx, batcher }
+        Self {
+            name,
+            description,
+            tx,
+            batcher,
+        }
     }
 
     /// The target's configured name.
@@ -57,7 +62,10 @@ impl BatchingPublisher {
             .send((message, reply))
             .map_err(|_| QueueError::transient(format!("target `{}` is shutting down", self.name)))?;
         result.await.unwrap_or_else(|_| {
-            Err(QueueError::transient(format!("target `{}` ({}) stopped before answering", self.name, self.description)))
+            Err(QueueError::transient(format!(
+                "target `{}` ({}) stopped before answering",
+                self.name, self.description
+            )))
         })
     }
 

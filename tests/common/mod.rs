@@ -19,7 +19,9 @@ pub fn rules(rules_toml: &str) -> Arc<RuleSet> {
     let text = format!(
         "[source]\ntype = \"file\"\npath = \"-\"\n[targets.audit]\ntype = \"stdout\"\n[targets.dlq]\ntype = \"stdout\"\n[targets.out]\ntype = \"stdout\"\n[pipeline]\ndead_letter = \"dlq\"\nretry = {{ max_attempts = 3 }}\n{rules_toml}"
     );
-    load_str(Path::new("test.toml"), &text, &|_| None).expect("test config is valid").rules
+    load_str(Path::new("test.toml"), &text, &|_| None)
+        .expect("test config is valid")
+        .rules
 }
 
 /// The memory queues behind targets `audit`, `dlq`, `out` (the config's name order).
@@ -31,7 +33,11 @@ pub struct Targets {
 
 impl Targets {
     pub fn new() -> Self {
-        Self { audit: MemoryQueue::named("audit"), dlq: MemoryQueue::named("dlq"), out: MemoryQueue::named("out") }
+        Self {
+            audit: MemoryQueue::named("audit"),
+            dlq: MemoryQueue::named("dlq"),
+            out: MemoryQueue::named("out"),
+        }
     }
 
     pub fn list(&self) -> Vec<(String, Arc<dyn Publisher>)> {
@@ -64,7 +70,10 @@ pub fn worker(source: &MemoryQueue, rules: Arc<RuleSet>, targets: &Targets, sett
 pub fn body_with(attrs: &[(&str, &str)], body: &str) -> OutboundMessage {
     OutboundMessage {
         body: body.to_string().into(),
-        attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         ..Default::default()
     }
 }
@@ -73,7 +82,10 @@ pub fn body_with(attrs: &[(&str, &str)], body: &str) -> OutboundMessage {
 pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -82,6 +94,10 @@ pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> b
 pub fn numbers(messages: &[veltrix_queue::memory::StoredMessage]) -> Vec<u64> {
     messages
         .iter()
-        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).unwrap()["n"].as_u64().unwrap())
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.body).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }

@@ -37,12 +37,18 @@ pub struct QueueError {
 impl QueueError {
     /// A transient error.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Transient, message: message.into() }
+        Self {
+            class: ErrorClass::Transient,
+            message: message.into(),
+        }
     }
 
     /// A permanent error.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Permanent, message: message.into() }
+        Self {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
     }
 
     /// True when retrying later may succeed.
@@ -52,7 +58,10 @@ impl QueueError {
 
     /// Builds an error from `err` and every error in its `source()` chain, joined with ": ".
     pub fn from_chain(class: ErrorClass, err: &(dyn StdError + 'static)) -> Self {
-        Self { class, message: render_chain(err) }
+        Self {
+            class,
+            message: render_chain(err),
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use tokio::sync::Mutex;
 
 use crate::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::{
-    AckFailure, AckToken, Attributes, OutboundMessage, Publisher, QueueError, Received, Source,
-    SourceInfo, SourceLimits,
+    AckFailure, AckToken, Attributes, OutboundMessage, Publisher, QueueError, Received, Source, SourceInfo,
+    SourceLimits,
 };
 
 /// Most unsettled lines held in memory before reading pauses.
@@ -60,17 +60,18 @@ impl FileSource {
     }
 
     /// Reads lines from any reader (used for stdin and in tests).
-    pub fn from_reader(
-        name: String,
-        input: Box<dyn AsyncRead + Send + Unpin>,
-        visibility_timeout: Duration,
-    ) -> Self {
+    pub fn from_reader(name: String, input: Box<dyn AsyncRead + Send + Unpin>, visibility_timeout: Duration) -> Self {
         let mut config = MemoryQueueConfig::named(name.clone());
         config.visibility_timeout = visibility_timeout;
         let queue = MemoryQueue::new(config);
         let read_error = Arc::new(std::sync::Mutex::new(None));
         let reader = tokio::spawn(read_lines(input, queue.clone(), read_error.clone()));
-        Self { name, queue, reader, read_error }
+        Self {
+            name,
+            queue,
+            reader,
+            read_error,
+        }
     }
 }
 
@@ -130,7 +131,10 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 #[async_trait]
 impl Source for FileSource {
     fn info(&self) -> SourceInfo {
-        SourceInfo { kind: "file", name: self.name.clone() }
+        SourceInfo {
+            kind: "file",
+            name: self.name.clone(),
+        }
     }
 
     fn limits(&self) -> SourceLimits {
@@ -211,9 +215,9 @@ impl FileTarget {
     pub async fn open(path: &Path) -> Result<Self, QueueError> {
         let description = format!("file {}", path.display());
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                QueueError::permanent(format!("{description}: cannot create directory: {e}"))
-            })?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| QueueError::permanent(format!("{description}: cannot create directory: {e}")))?;
         }
         let file = tokio::fs::OpenOptions::new()
             .create(true)
@@ -221,7 +225,13 @@ impl FileTarget {
             .open(path)
             .await
             .map_err(|e| QueueError::permanent(format!("{description}: cannot open: {e}")))?;
-        Ok(Self { path: path.to_path_buf(), out: LineWriter { description, writer: Mutex::new(file) } })
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: LineWriter {
+                description,
+                writer: Mutex::new(file),
+            },
+        })
     }
 }
 
@@ -248,7 +258,10 @@ pub struct StdoutTarget {
 impl Default for StdoutTarget {
     fn default() -> Self {
         Self {
-            out: LineWriter { description: "stdout".into(), writer: Mutex::new(tokio::io::stdout()) },
+            out: LineWriter {
+                description: "stdout".into(),
+                writer: Mutex::new(tokio::io::stdout()),
+            },
         }
     }
 }
@@ -305,8 +318,7 @@ mod tests {
             Box::new(std::io::Cursor::new(b"x\n".to_vec())),
             Duration::from_secs(30),
         );
-        let Received::Messages(batch) = source.receive(10, Duration::from_secs(1)).await.unwrap()
-        else {
+        let Received::Messages(batch) = source.receive(10, Duration::from_secs(1)).await.unwrap() else {
             panic!("expected the line")
         };
         assert_eq!(batch[0].attributes[LINE_ATTRIBUTE], "1");
@@ -324,8 +336,15 @@ mod tests {
         attributes.insert("k".into(), "v".into());
         let results = target
             .publish(vec![
-                OutboundMessage { body: Bytes::from("{\"x\":1}"), attributes, ..Default::default() },
-                OutboundMessage { body: Bytes::from("plain"), ..Default::default() },
+                OutboundMessage {
+                    body: Bytes::from("{\"x\":1}"),
+                    attributes,
+                    ..Default::default()
+                },
+                OutboundMessage {
+                    body: Bytes::from("plain"),
+                    ..Default::default()
+                },
             ])
             .await;
         assert!(results.iter().all(Result::is_ok));

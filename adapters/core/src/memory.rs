@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::{
-    AckFailure, AckToken, Attributes, Delivery, OutboundMessage, Publisher, QueueError, Received,
-    Source, SourceInfo, SourceLimits,
+    AckFailure, AckToken, Attributes, Delivery, OutboundMessage, Publisher, QueueError, Received, Source, SourceInfo,
+    SourceLimits,
 };
 
 /// Most messages one receive may return, as for SQS.
@@ -173,7 +173,10 @@ impl MemoryQueue {
 
     /// Adds a body with no attributes; returns its id.
     pub fn push_body(&self, body: impl Into<Bytes>) -> String {
-        self.push(OutboundMessage { body: body.into(), ..Default::default() })
+        self.push(OutboundMessage {
+            body: body.into(),
+            ..Default::default()
+        })
     }
 
     /// After `close`, a receive on an empty queue (nothing stored, nothing in flight) returns
@@ -299,7 +302,9 @@ impl State {
     /// Puts a message in `ready`, or parks it when its FIFO group is locked.
     fn make_visible(&mut self, seq: u64, fifo: bool) {
         let group = self.group_of(seq, fifo);
-        let locked = group.as_ref().is_some_and(|g| self.group_locks.get(g).copied().unwrap_or(0) > 0);
+        let locked = group
+            .as_ref()
+            .is_some_and(|g| self.group_locks.get(g).copied().unwrap_or(0) > 0);
         let Some(m) = self.messages.get_mut(&seq) else { return };
         m.generation += 1;
         if locked {
@@ -336,7 +341,9 @@ impl State {
             }
             self.timers.pop();
             let current = self.messages.get(&seq).map(|m| (m.generation, m.status));
-            let Some((current_generation, status)) = current else { continue };
+            let Some((current_generation, status)) = current else {
+                continue;
+            };
             if current_generation != generation {
                 continue;
             }
@@ -370,8 +377,8 @@ impl State {
             // In FIFO mode a group locked by an earlier receive waits; messages of one group
             // received together stay in order.
             if let Some(group) = self.group_of(seq, config.fifo) {
-                let locked_elsewhere = self.group_locks.get(&group).copied().unwrap_or(0) > 0
-                    && !taken_groups.contains(&group);
+                let locked_elsewhere =
+                    self.group_locks.get(&group).copied().unwrap_or(0) > 0 && !taken_groups.contains(&group);
                 if locked_elsewhere {
                     skipped.push((seq, group));
                     continue;
@@ -452,7 +459,10 @@ fn trip(fault: &mut Option<Fault>) -> Option<QueueError> {
 #[async_trait]
 impl Source for MemoryQueue {
     fn info(&self) -> SourceInfo {
-        SourceInfo { kind: "memory", name: self.config.name.clone() }
+        SourceInfo {
+            kind: "memory",
+            name: self.config.name.clone(),
+        }
     }
 
     fn limits(&self) -> SourceLimits {
@@ -665,7 +675,9 @@ mod tests {
         q.push_body("a");
         let d = recv(&q, 1).await;
         tokio::time::advance(Duration::from_secs(20)).await;
-        q.extend(vec![d[0].token.clone()], Duration::from_secs(30)).await.unwrap();
+        q.extend(vec![d[0].token.clone()], Duration::from_secs(30))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(29)).await;
         assert!(recv(&q, 1).await.is_empty());
         q.ack(vec![d[0].token.clone()]).await.unwrap();
@@ -713,13 +725,19 @@ mod tests {
         let d = recv(&q, 1).await;
         assert!(matches!(q.receive(1, Duration::from_secs(1)).await.unwrap(), Received::Messages(m) if m.is_empty()));
         q.ack(vec![d[0].token.clone()]).await.unwrap();
-        assert!(matches!(q.receive(1, Duration::from_secs(1)).await.unwrap(), Received::Exhausted));
+        assert!(matches!(
+            q.receive(1, Duration::from_secs(1)).await.unwrap(),
+            Received::Exhausted
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn publish_fault_fails_then_clears() {
         let q = MemoryQueue::named("q");
-        q.set_publish_fault(Some(Fault { error: QueueError::transient("down"), remaining: Some(1) }));
+        q.set_publish_fault(Some(Fault {
+            error: QueueError::transient("down"),
+            remaining: Some(1),
+        }));
         let r = q.publish(vec![OutboundMessage::default()]).await;
         assert!(r[0].as_ref().unwrap_err().is_transient());
         let r = q.publish(vec![OutboundMessage::default()]).await;

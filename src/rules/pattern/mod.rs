@@ -31,7 +31,11 @@ impl PatternSet {
         let mut out = Vec::new();
         for (name, p) in patterns {
             if !p.is_object() {
-                return Err(PatternError { rule: name.into(), path: String::new(), reason: "pattern must be an object".into() });
+                return Err(PatternError {
+                    rule: name.into(),
+                    path: String::new(),
+                    reason: "pattern must be an object".into(),
+                });
             }
             out.push(p.clone());
         }
@@ -55,14 +59,18 @@ impl PatternSet {
     }
     /// Explain.
     pub fn explain(&self, id: usize, event: &Value) -> Explanation {
-        Explanation { matched: m(&self.patterns[id], event) }
+        Explanation {
+            matched: m(&self.patterns[id], event),
+        }
     }
 }
 
 fn m(p: &Value, e: &Value) -> bool {
     match p {
         Value::Object(map) => map.iter().all(|(k, v)| e.get(k).is_some_and(|ev| m(v, ev))),
-        Value::Array(vals) => vals.iter().any(|v| v == e || e.as_array().is_some_and(|a| a.contains(v))),
+        Value::Array(vals) => vals
+            .iter()
+            .any(|v| v == e || e.as_array().is_some_and(|a| a.contains(v))),
         _ => false,
     }
 }

@@ -1,0 +1,100 @@
+//! Parse + match throughput: veltrix's matcher against the `quamina` crate, side by side on the
+//! same 1,000 patterns and ~1 KB events (the subset of operators quamina accepts), plus veltrix
+//! alone on the full mix (with `$or` and `wildcard`).
+//!
+//! Run: `cargo bench --bench matcher`. Results are summarised in BENCHMARKS.md.
+
+mod workload;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::{json, Value};
+use veltrix::rules::envelope;
+use veltrix::rules::pattern::PatternSet;
+use veltrix_queue::{Attributes, SourceInfo};
+
+const PATTERNS: usize = 1000;
+const EVENTS: usize = 256;
+
+fn veltrix_set(patterns: &[Value]) -> PatternSet {
+    let wrapped: Vec<Value> = patterns.iter().map(|p| json!({ "body": p })).collect();
+    let names: Vec<String> = (0..wrapped.len()).map(|i| format!("p{i}")).collect();
+    PatternSet::compile(names.iter().map(String::as_str).zip(wrapped.iter())).expect("bench patterns compile")
+}
+
+/// What the worker does per message: decode the body, build the envelope, match.
+fn veltrix_match(set: &PatternSet, info: &SourceInfo, attrs: &Attributes, event: &[u8], out: &mut Vec<usize>) -> usize {
+    let body = envelope::decode_body(event).unwrap();
+    let env = envelope::build(body, attrs, info, 1);
+    out.clear();
+    set.matches(&env, out);
+    out.len()
+}
+
+fn bench(c: &mut Criterion) {
+    let info = SourceInfo { kind: "memory", name: "bench".into() };
+    let attrs = Attributes::new();
+    let (patterns, events) = workload::workload(PATTERNS, EVENTS, true);
+    let avg = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    eprintln!("workload: {PATTERNS} patterns, {EVENTS} events of {avg} bytes on average");
+
+    let set = veltrix_set(&patterns);
+    let mut quamina = quamina::Quamina::<usize>::new();
+    for (i, p) in patterns.iter().enumerate() {
+        quamina.add_pattern(i, &p.to_string()).expect("quamina accepts the shared subset");
+    }
+    // Both must agree before their speed is compared.
+    let mut out = Vec::new();
+    let mut total = 0;
+    for e in &events {
+        veltrix_match(&set, &info, &attrs, e, &mut out);
+        let mut theirs = quamina.matches_for_event(e).unwrap();
+        theirs.sort_unstable();
+        assert_eq!(out, theirs, "veltrix and quamina disagree on event {}", String::from_utf8_lossy(e));
+        total += out.len();
+    }
+    eprintln!("matches per event: {:.2}", total as f64 / events.len() as f64);
+
+    let mut group = c.benchmark_group("parse_and_match_1000_patterns");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("veltrix", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            let mut n = 0;
+            for e in &events {
+                n += veltrix_match(&set, &info, &attrs, black_box(e), &mut out);
+            }
+            n
+        })
+    });
+    group.bench_function("quamina", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for e in &events {
+                n += quamina.matches_for_event(black_box(e)).unwrap().len();
+            }
+            n
+        })
+    });
+    group.finish();
+
+    let (full, events) = workload::workload(PATTERNS, EVENTS, false);
+    let set = veltrix_set(&full);
+    let mut group = c.benchmark_group("parse_and_match_1000_patterns_full_mix");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("veltrix", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            let mut n = 0;
+            for e in &events {
+                n += veltrix_match(&set, &info, &attrs, black_box(e), &mut out);
+            }
+            n
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,193 @@
+//! Pipeline benchmarks on the memory backend (a bench binary; criterion does not fit latency
+//! distributions or multi-second network simulations).
+//!
+//! 1. throughput: receive → match 100 rules → forward to a memory target → ack, on one core
+//!    (current-thread runtime), 50,000 pre-queued ~1 KB events;
+//! 2. added latency: events pushed at a steady rate; latency from push to arrival at the target,
+//!    p50/p99;
+//! 3. simulated network: every source call takes 20 ms; N pollers against the N × 10 / 20 ms
+//!    limit.
+//!
+//! Run: `cargo bench --bench pipeline` (add `-- quick` for a shorter run). Results go to
+//! BENCHMARKS.md.
+
+mod workload;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use veltrix::config::load_str;
+use veltrix::pipeline::settings::Settings;
+use veltrix::pipeline::Worker;
+use veltrix::rules::RuleSet;
+use veltrix_queue::memory::{MemoryQueue, MemoryQueueConfig};
+use veltrix_queue::{OutboundMessage, Publisher, QueueError};
+
+const SENT_AT: &str = "bench.sent_ns";
+
+/// 99 workload rules that drop, plus one catch-all that forwards to `out`.
+fn rules_100() -> Arc<RuleSet> {
+    let (patterns, _) = workload::workload(99, 0, true);
+    let mut rules: Vec<Value> = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"name": format!("r{i}"), "match": {"body": p}, "actions": [{"type": "drop"}]}))
+        .collect();
+    rules.push(json!({"name": "all", "match": {"body": {"detail-type": [{"exists": true}]}}, "actions": [{"type": "forward", "target": "out"}]}));
+    let config = json!({
+        "source": {"type": "file", "path": "-"},
+        "targets": {"dlq": {"type": "stdout"}, "out": {"type": "stdout"}},
+        "pipeline": {"dead_letter": "dlq", "unmatched": "ack"},
+        "rules": rules,
+    });
+    load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None).expect("bench config").rules
+}
+
+/// A target that records the latency of each message from its `bench.sent_ns` attribute.
+struct Recorder {
+    base: Instant,
+    latencies_ns: Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl Publisher for Recorder {
+    fn describe(&self) -> String {
+        "recorder".into()
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+    async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
+        let now = self.base.elapsed().as_nanos() as u64;
+        let mut l = self.latencies_ns.lock().unwrap();
+        for m in &batch {
+            if let Some(sent) = m.attributes.get(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
+                l.push(now.saturating_sub(sent));
+            }
+        }
+        batch.iter().map(|_| Ok(())).collect()
+    }
+}
+
+fn settings(max_in_flight: usize, pollers: usize) -> Settings {
+    let mut s = Settings::default();
+    s.max_in_flight = max_in_flight;
+    s.pollers = pollers;
+    s.receive_wait = Duration::from_millis(50);
+    s.flush_interval = Duration::ZERO;
+    s
+}
+
+fn targets(out: Arc<dyn Publisher>) -> Vec<(String, Arc<dyn Publisher>)> {
+    vec![("dlq".into(), Arc::new(MemoryQueue::named("dlq"))), ("out".into(), out)]
+}
+
+fn throughput(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rules = rules_100();
+    let (_, events) = workload::workload(0, 2000, true);
+    rt.block_on(async {
+        let src = MemoryQueue::named("src");
+        for i in 0..n {
+            src.push_body(events[i % events.len()].clone());
+        }
+        src.close();
+        let out = MemoryQueue::named("out");
+        let worker = Worker::new(Arc::new(src.clone()), rules, targets(Arc::new(out.clone())), 0, settings(1024, 2));
+        let start = Instant::now();
+        let summary = worker.run(std::future::pending()).await.unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(summary.forwarded as usize, n);
+        assert_eq!(out.len(), n);
+        n as f64 / secs
+    })
+}
+
+fn latency(rate_per_sec: u64, secs: u64) -> (f64, f64, f64, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rules = rules_100();
+    let (_, events) = workload::workload(0, 2000, true);
+    rt.block_on(async {
+        let base = Instant::now();
+        let recorder = Arc::new(Recorder { base, latencies_ns: Mutex::default() });
+        let src = MemoryQueue::named("src");
+        let worker = Worker::new(Arc::new(src.clone()), rules, targets(recorder.clone()), 0, settings(1024, 2));
+        let run = tokio::spawn(worker.run(std::future::pending()));
+        let total = rate_per_sec * secs;
+        let tick = Duration::from_millis(1);
+        let per_tick = (rate_per_sec / 1000).max(1);
+        let mut sent = 0u64;
+        let mut interval = tokio::time::interval(tick);
+        while sent < total {
+            interval.tick().await;
+            for _ in 0..per_tick {
+                let mut attributes = veltrix_queue::Attributes::new();
+                attributes.insert(SENT_AT.into(), (base.elapsed().as_nanos() as u64).to_string());
+                src.push(OutboundMessage { body: events[sent as usize % events.len()].clone().into(), attributes, ..Default::default() });
+                sent += 1;
+            }
+        }
+        src.close();
+        run.await.unwrap().unwrap();
+        let mut l = recorder.latencies_ns.lock().unwrap().clone();
+        l.sort_unstable();
+        let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)] as f64 / 1e6;
+        (pct(0.5), pct(0.99), pct(0.999), l.len())
+    })
+}
+
+fn simulated_network(pollers: usize, secs: f64) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rules = rules_100();
+    let (_, events) = workload::workload(0, 2000, true);
+    rt.block_on(async {
+        let mut cfg = MemoryQueueConfig::named("src");
+        cfg.call_latency = Duration::from_millis(20);
+        let src = MemoryQueue::new(cfg);
+        let n = (pollers as f64 * 500.0 * secs * 1.5) as usize + 1000;
+        for i in 0..n {
+            src.push_body(events[i % events.len()].clone());
+        }
+        let out = MemoryQueue::named("out");
+        let worker =
+            Worker::new(Arc::new(src.clone()), rules, targets(Arc::new(out.clone())), 0, settings(pollers * 40, pollers));
+        let stats = worker.stats();
+        let run = tokio::spawn(worker.run(tokio::time::sleep(Duration::from_secs_f64(secs + 1.0))));
+        tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+        let before = stats.snapshot().forwarded;
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let done = stats.snapshot().forwarded - before;
+        run.await.unwrap().unwrap();
+        done as f64 / secs
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs = if quick { 1 } else { 5 };
+    let n = if quick { 10_000 } else { 50_000 };
+    let tputs: Vec<f64> = (0..runs).map(|_| throughput(n)).collect();
+    println!("pipeline_throughput_1core: median {:.0} msg/s over {runs} runs of {n} (runs: {:?})", median(tputs.clone()), tputs.iter().map(|t| *t as u64).collect::<Vec<_>>());
+
+    let (p50, p99, p999, count) = latency(if quick { 5_000 } else { 20_000 }, if quick { 1 } else { 3 });
+    println!("pipeline_added_latency: p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms over {count} messages");
+
+    for pollers in [1usize, 4, 16, 64] {
+        let limit = pollers as f64 * 10.0 / 0.020;
+        let got = simulated_network(pollers, if quick { 1.0 } else { 3.0 });
+        println!(
+            "simulated_20ms_network pollers={pollers}: {got:.0} msg/s, limit {limit:.0} msg/s, ratio {:.2}",
+            got / limit
+        );
+    }
+}
