@@ -458,3 +458,20 @@ async fn permanent_receive_error_stops_the_worker_with_the_cause() {
         .unwrap_err();
     assert!(err.to_string().contains("queue does not exist"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn acks_are_batched() {
+    let src = source("src");
+    for n in 0..100 {
+        src.push_body(order(n));
+    }
+    src.close();
+    let targets = Targets::new();
+    let mut s = settings();
+    s.max_in_flight = 100;
+    s.flush_interval = Duration::from_millis(5);
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s).run(std::future::pending()).await.unwrap();
+    assert_eq!(summary.forwarded, 100);
+    assert_eq!(src.acked(), 100);
+    assert!(src.ack_calls() <= 20, "100 acks took {} calls", src.ack_calls());
+}

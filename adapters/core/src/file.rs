@@ -90,9 +90,7 @@ async fn read_lines(
     let mut buf = Vec::new();
     let mut line_no: u64 = 0;
     loop {
-        while queue.len() >= READ_AHEAD_LINES {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        queue.wait_until_len_below(READ_AHEAD_LINES).await;
         buf.clear();
         match lines.read_until(b'\n', &mut buf).await {
             Ok(0) => break,
@@ -324,6 +322,24 @@ mod tests {
         assert_eq!(batch[0].attributes[LINE_ATTRIBUTE], "1");
         source.nack(batch[0].token.clone(), Duration::ZERO).await.unwrap();
         assert_eq!(drain(&source).await, vec!["x"]);
+    }
+
+    #[tokio::test]
+    async fn file_source_reads_ahead_a_bounded_number_of_lines() {
+        let input: Vec<u8> = (0..READ_AHEAD_LINES * 3).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let source = FileSource::from_reader("big".into(), Box::new(std::io::Cursor::new(input)), Duration::from_secs(30));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while source.queue.len() < READ_AHEAD_LINES {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the reader fills its read-ahead");
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(source.queue.len(), READ_AHEAD_LINES, "the reader stops at its read-ahead");
+        assert_eq!(drain(&source).await.len(), READ_AHEAD_LINES * 3);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@
 //!
 //! Provider crates (SQS, Pub/Sub) live next to this one and implement the same traits.
 
+pub mod behaviour;
 pub mod delivery;
 pub mod error;
 pub mod file;

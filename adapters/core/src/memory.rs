@@ -125,6 +125,7 @@ struct State {
     receive_fault: Option<Fault>,
     closed: bool,
     acked: u64,
+    ack_calls: u64,
 }
 
 /// The token a memory queue hands out.
@@ -208,6 +209,24 @@ impl MemoryQueue {
     /// How many messages were acked (deleted) so far.
     pub fn acked(&self) -> u64 {
         self.lock().acked
+    }
+
+    /// Waits until fewer than `n` messages are stored.
+    pub async fn wait_until_len_below(&self, n: usize) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.len() < n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// How many `ack` calls were made (to observe batching).
+    pub fn ack_calls(&self) -> u64 {
+        self.lock().ack_calls
     }
 
     /// Every stored message, in publish order.
@@ -513,6 +532,7 @@ impl Source for MemoryQueue {
     async fn ack(&self, tokens: Vec<AckToken>) -> Result<(), AckFailure> {
         self.simulate_latency().await;
         let mut state = self.lock();
+        state.ack_calls += 1;
         if let Some(error) = trip(&mut state.ack_fault) {
             return Err(AckFailure { failed: tokens, error });
         }
@@ -614,6 +634,27 @@ impl Publisher for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::behaviour::{self, Backend, TestQueue};
+
+    struct Memory;
+
+    #[async_trait]
+    impl Backend for Memory {
+        async fn fresh(&self, visibility: Duration) -> TestQueue {
+            let mut config = MemoryQueueConfig::named("behaviour");
+            config.visibility_timeout = visibility;
+            let q = MemoryQueue::new(config);
+            TestQueue { source: Box::new(q.clone()), publisher: Box::new(q) }
+        }
+        fn min_visibility(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_backend_passes_the_behaviour_suite() {
+        behaviour::run_all(&Memory).await;
+    }
 
     fn bodies(r: Received) -> Vec<Delivery> {
         match r {
