@@ -33,7 +33,10 @@ fn veltrix_match(set: &PatternSet, info: &SourceInfo, attrs: &Attributes, event:
 }
 
 fn bench(c: &mut Criterion) {
-    let info = SourceInfo { kind: "memory", name: "bench".into() };
+    let info = SourceInfo {
+        kind: "memory",
+        name: "bench".into(),
+    };
     let attrs = Attributes::new();
     let (patterns, events) = workload::workload(PATTERNS, EVENTS, true);
     let avg = events.iter().map(Vec::len).sum::<usize>() / events.len();
@@ -42,7 +45,9 @@ fn bench(c: &mut Criterion) {
     let set = veltrix_set(&patterns);
     let mut quamina = quamina::Quamina::<usize>::new();
     for (i, p) in patterns.iter().enumerate() {
-        quamina.add_pattern(i, &p.to_string()).expect("quamina accepts the shared subset");
+        quamina
+            .add_pattern(i, &p.to_string())
+            .expect("quamina accepts the shared subset");
     }
     // Both must agree before their speed is compared.
     let mut out = Vec::new();
@@ -51,7 +56,12 @@ fn bench(c: &mut Criterion) {
         veltrix_match(&set, &info, &attrs, e, &mut out);
         let mut theirs = quamina.matches_for_event(e).unwrap();
         theirs.sort_unstable();
-        assert_eq!(out, theirs, "veltrix and quamina disagree on event {}", String::from_utf8_lossy(e));
+        assert_eq!(
+            out,
+            theirs,
+            "veltrix and quamina disagree on event {}",
+            String::from_utf8_lossy(e)
+        );
         total += out.len();
     }
     eprintln!("matches per event: {:.2}", total as f64 / events.len() as f64);

@@ -42,7 +42,9 @@ fn rules_100() -> Arc<RuleSet> {
         "pipeline": {"dead_letter": "dlq", "unmatched": "ack"},
         "rules": rules,
     });
-    load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None).expect("bench config").rules
+    load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
+        .expect("bench config")
+        .rules
 }
 
 /// A target that records the latency of each message from its `bench.sent_ns` attribute.
@@ -72,12 +74,13 @@ impl Publisher for Recorder {
 }
 
 fn settings(max_in_flight: usize, pollers: usize) -> Settings {
-    let mut s = Settings::default();
-    s.max_in_flight = max_in_flight;
-    s.pollers = pollers;
-    s.receive_wait = Duration::from_millis(50);
-    s.flush_interval = Duration::ZERO;
-    s
+    Settings {
+        max_in_flight,
+        pollers,
+        receive_wait: Duration::from_millis(50),
+        flush_interval: Duration::ZERO,
+        ..Settings::default()
+    }
 }
 
 fn targets(out: Arc<dyn Publisher>) -> Vec<(String, Arc<dyn Publisher>)> {
@@ -85,7 +88,10 @@ fn targets(out: Arc<dyn Publisher>) -> Vec<(String, Arc<dyn Publisher>)> {
 }
 
 fn throughput(n: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rules = rules_100();
     let (_, events) = workload::workload(0, 2000, true);
     rt.block_on(async {
@@ -95,7 +101,13 @@ fn throughput(n: usize) -> f64 {
         }
         src.close();
         let out = MemoryQueue::named("out");
-        let worker = Worker::new(Arc::new(src.clone()), rules, targets(Arc::new(out.clone())), 0, settings(1024, 2));
+        let worker = Worker::new(
+            Arc::new(src.clone()),
+            rules,
+            targets(Arc::new(out.clone())),
+            0,
+            settings(1024, 2),
+        );
         let start = Instant::now();
         let summary = worker.run(std::future::pending()).await.unwrap();
         let secs = start.elapsed().as_secs_f64();
@@ -106,14 +118,26 @@ fn throughput(n: usize) -> f64 {
 }
 
 fn latency(rate_per_sec: u64, secs: u64) -> (f64, f64, f64, usize) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rules = rules_100();
     let (_, events) = workload::workload(0, 2000, true);
     rt.block_on(async {
         let base = Instant::now();
-        let recorder = Arc::new(Recorder { base, latencies_ns: Mutex::default() });
+        let recorder = Arc::new(Recorder {
+            base,
+            latencies_ns: Mutex::default(),
+        });
         let src = MemoryQueue::named("src");
-        let worker = Worker::new(Arc::new(src.clone()), rules, targets(recorder.clone()), 0, settings(1024, 2));
+        let worker = Worker::new(
+            Arc::new(src.clone()),
+            rules,
+            targets(recorder.clone()),
+            0,
+            settings(1024, 2),
+        );
         let run = tokio::spawn(worker.run(std::future::pending()));
         let total = rate_per_sec * secs;
         let tick = Duration::from_millis(1);
@@ -125,7 +149,11 @@ fn latency(rate_per_sec: u64, secs: u64) -> (f64, f64, f64, usize) {
             for _ in 0..per_tick {
                 let mut attributes = veltrix_queue::Attributes::new();
                 attributes.insert(SENT_AT.into(), (base.elapsed().as_nanos() as u64).to_string());
-                src.push(OutboundMessage { body: events[sent as usize % events.len()].clone().into(), attributes, ..Default::default() });
+                src.push(OutboundMessage {
+                    body: events[sent as usize % events.len()].clone().into(),
+                    attributes,
+                    ..Default::default()
+                });
                 sent += 1;
             }
         }
@@ -139,7 +167,11 @@ fn latency(rate_per_sec: u64, secs: u64) -> (f64, f64, f64, usize) {
 }
 
 fn simulated_network(pollers: usize, secs: f64) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let rules = rules_100();
     let (_, events) = workload::workload(0, 2000, true);
     rt.block_on(async {
@@ -151,8 +183,13 @@ fn simulated_network(pollers: usize, secs: f64) -> f64 {
             src.push_body(events[i % events.len()].clone());
         }
         let out = MemoryQueue::named("out");
-        let worker =
-            Worker::new(Arc::new(src.clone()), rules, targets(Arc::new(out.clone())), 0, settings(pollers * 40, pollers));
+        let worker = Worker::new(
+            Arc::new(src.clone()),
+            rules,
+            targets(Arc::new(out.clone())),
+            0,
+            settings(pollers * 40, pollers),
+        );
         let stats = worker.stats();
         let run = tokio::spawn(worker.run(tokio::time::sleep(Duration::from_secs_f64(secs + 1.0))));
         tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
@@ -177,7 +214,11 @@ fn main() {
     let runs = if quick { 1 } else { 5 };
     let n = if quick { 10_000 } else { 50_000 };
     let tputs: Vec<f64> = (0..runs).map(|_| throughput(n)).collect();
-    println!("pipeline_throughput_1core: median {:.0} msg/s over {runs} runs of {n} (runs: {:?})", median(tputs.clone()), tputs.iter().map(|t| *t as u64).collect::<Vec<_>>());
+    println!(
+        "pipeline_throughput_1core: median {:.0} msg/s over {runs} runs of {n} (runs: {:?})",
+        median(tputs.clone()),
+        tputs.iter().map(|t| *t as u64).collect::<Vec<_>>()
+    );
 
     let (p50, p99, p999, count) = latency(if quick { 5_000 } else { 20_000 }, if quick { 1 } else { 3 });
     println!("pipeline_added_latency: p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms over {count} messages");

@@ -26,10 +26,27 @@ impl Rng {
 }
 
 pub const TYPES: &[&str] = &[
-    "order.created", "order.paid", "order.shipped", "order.cancelled", "payment.succeeded", "payment.failed",
-    "user.signed_up", "user.deleted", "inventory.low", "inventory.restocked", "invoice.issued", "refund.requested",
+    "order.created",
+    "order.paid",
+    "order.shipped",
+    "order.cancelled",
+    "payment.succeeded",
+    "payment.failed",
+    "user.signed_up",
+    "user.deleted",
+    "inventory.low",
+    "inventory.restocked",
+    "invoice.issued",
+    "refund.requested",
 ];
-pub const REGIONS: &[&str] = &["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-south-1", "sa-east-1"];
+pub const REGIONS: &[&str] = &[
+    "eu-west-1",
+    "eu-central-1",
+    "us-east-1",
+    "us-west-2",
+    "ap-south-1",
+    "sa-east-1",
+];
 pub const SOURCES: &[&str] = &["checkout", "payments", "identity", "warehouse", "billing", "support"];
 pub const TIERS: &[&str] = &["free", "pro", "enterprise", "GOLD", "Silver"];
 
@@ -66,14 +83,26 @@ pub fn pattern(rng: &mut Rng, quamina_ok: bool) -> Value {
         0 => json!({"detail-type": [rng.pick(TYPES)], "source": [format!("com.example.{}", rng.pick(SOURCES))]}),
         1 => json!({"detail-type": [rng.pick(TYPES)], "detail": {"amount": [{"numeric": [">", rng.below(5000)]}]}}),
         2 => json!({"region": [{"prefix": &rng.pick(REGIONS)[..3]}], "detail-type": [rng.pick(TYPES)]}),
-        3 => json!({"detail": {"customer": {"tier": [{"equals-ignore-case": rng.pick(TIERS).to_lowercase()}]}}, "detail-type": [rng.pick(TYPES)]}),
-        4 => json!({"detail": {"currency": [{"anything-but": ["EUR", "USD"]}], "customer": {"country": [rng.pick(&["DE", "FR", "US"])]}}}),
+        3 => {
+            json!({"detail": {"customer": {"tier": [{"equals-ignore-case": rng.pick(TIERS).to_lowercase()}]}}, "detail-type": [rng.pick(TYPES)]})
+        }
+        4 => {
+            json!({"detail": {"currency": [{"anything-but": ["EUR", "USD"]}], "customer": {"country": [rng.pick(&["DE", "FR", "US"])]}}})
+        }
         5 => json!({"detail": {"items": {"sku": [format!("SKU-{:05}", rng.below(50_000))]}}}),
         6 => json!({"source": [{"suffix": rng.pick(SOURCES)}], "detail": {"flags": {"gift": [true]}}}),
-        7 => json!({"detail-type": [rng.pick(TYPES), rng.pick(TYPES)], "detail": {"amount": [{"numeric": [">=", 100, "<", 100 + rng.below(4000)]}]}}),
-        8 => json!({"detail": {"client_ip": [{"cidr": format!("10.{}.0.0/16", rng.below(4))}], "customer": {"tier": ["pro"]}}}),
-        9 => json!({"$or": [{"detail-type": [rng.pick(TYPES)]}, {"detail": {"amount": [{"numeric": ["<", rng.below(50)]}]}}]}),
-        _ => json!({"detail": {"note": [{"wildcard": "*delivery*door*"}], "customer": {"id": [format!("c-{}", rng.below(100_000))]}}}),
+        7 => {
+            json!({"detail-type": [rng.pick(TYPES), rng.pick(TYPES)], "detail": {"amount": [{"numeric": [">=", 100, "<", 100 + rng.below(4000)]}]}})
+        }
+        8 => {
+            json!({"detail": {"client_ip": [{"cidr": format!("10.{}.0.0/16", rng.below(4))}], "customer": {"tier": ["pro"]}}})
+        }
+        9 => {
+            json!({"$or": [{"detail-type": [rng.pick(TYPES)]}, {"detail": {"amount": [{"numeric": ["<", rng.below(50)]}]}}]})
+        }
+        _ => {
+            json!({"detail": {"note": [{"wildcard": "*delivery*door*"}], "customer": {"id": [format!("c-{}", rng.below(100_000))]}}})
+        }
     }
 }
 
@@ -81,6 +110,8 @@ pub fn pattern(rng: &mut Rng, quamina_ok: bool) -> Value {
 pub fn workload(n: usize, events: usize, quamina_ok: bool) -> (Vec<Value>, Vec<Vec<u8>>) {
     let mut rng = Rng::new(0x5eed);
     let patterns = (0..n).map(|_| pattern(&mut rng, quamina_ok)).collect();
-    let events = (0..events as u64).map(|i| serde_json::to_vec(&event(&mut rng, i)).unwrap()).collect();
+    let events = (0..events as u64)
+        .map(|i| serde_json::to_vec(&event(&mut rng, i)).unwrap())
+        .collect();
     (patterns, events)
 }

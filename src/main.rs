@@ -1,7 +1,7 @@
 //! The `veltrix` command line: argument parsing and exit codes only; the work is in the library.
 
 use std::io::{BufReader, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -72,7 +72,7 @@ fn init_logs(format: LogFormat, default_level: &str) {
     }
 }
 
-fn load(path: &PathBuf) -> Result<config::Config, ExitCode> {
+fn load(path: &Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|e: ConfigError| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn test(c: &config::Config, events: &PathBuf, options: TestOptions) -> anyhow::Result<usize> {
+fn test(c: &config::Config, events: &Path, options: TestOptions) -> anyhow::Result<usize> {
     let stdout = std::io::stdout().lock();
     let counts = if events.as_os_str() == "-" {
         run_tests(c, std::io::stdin().lock(), stdout, options)?

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use veltrix_queue::file::FileSource;
 use veltrix_queue::{Publisher, QueueError, Source};
+use veltrix_sqs::{SqsSource, SqsSourceOptions};
 
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::pipeline::stats::Summary;
@@ -40,6 +41,19 @@ pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError>
             path,
             visibility_timeout,
         } => Arc::new(FileSource::open(path, *visibility_timeout).await?),
+        SourceConfig::Sqs {
+            queue_url,
+            connect,
+            visibility_timeout,
+        } => {
+            let client = veltrix_sqs::connect(connect, queue_url).await;
+            let options = SqsSourceOptions {
+                queue_url: queue_url.clone(),
+                visibility_timeout: *visibility_timeout,
+                endpoint_url: connect.endpoint_override(),
+            };
+            Arc::new(SqsSource::open(client, options).await?)
+        }
     })
 }
 

@@ -470,7 +470,10 @@ async fn acks_are_batched() {
     let mut s = settings();
     s.max_in_flight = 100;
     s.flush_interval = Duration::from_millis(5);
-    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s).run(std::future::pending()).await.unwrap();
+    let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s)
+        .run(std::future::pending())
+        .await
+        .unwrap();
     assert_eq!(summary.forwarded, 100);
     assert_eq!(src.acked(), 100);
     assert!(src.ack_calls() <= 20, "100 acks took {} calls", src.ack_calls());

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Diagnostic};
 
+pub use veltrix_sqs::ConnectOptions;
+
 use crate::pipeline::settings::Settings;
 use crate::rules::RuleSet;
 use error::did_you_mean;
@@ -35,6 +37,15 @@ pub enum SourceConfig {
         /// Lease of an unsettled line.
         visibility_timeout: Duration,
     },
+    /// An SQS queue.
+    Sqs {
+        /// Queue URL.
+        queue_url: String,
+        /// Endpoint and region.
+        connect: ConnectOptions,
+        /// Visibility timeout to request; `None` = the queue's.
+        visibility_timeout: Option<Duration>,
+    },
 }
 
 impl SourceConfig {
@@ -42,6 +53,7 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::File { .. } => "file",
+            SourceConfig::Sqs { .. } => "sqs",
         }
     }
 
@@ -49,6 +61,7 @@ impl SourceConfig {
     pub fn name(&self) -> String {
         match self {
             SourceConfig::File { path, .. } => path.display().to_string(),
+            SourceConfig::Sqs { queue_url, .. } => queue_url.clone(),
         }
     }
 }
@@ -63,6 +76,13 @@ pub enum TargetKind {
     },
     /// Write JSON lines to stdout.
     Stdout,
+    /// Send to an SQS queue.
+    Sqs {
+        /// Queue URL.
+        queue_url: String,
+        /// Endpoint and region.
+        connect: ConnectOptions,
+    },
 }
 
 /// A named destination.

@@ -22,6 +22,10 @@ pub mod defaults {
     pub const fn file_visibility_timeout_secs() -> u64 {
         30
     }
+    /// SQS long-poll wait (the maximum SQS allows).
+    pub const fn sqs_wait_time_secs() -> u64 {
+        20
+    }
     /// Attempts before a message that keeps failing is dead-lettered.
     pub const fn max_attempts() -> u32 {
         5
@@ -42,9 +46,10 @@ pub mod defaults {
     pub const fn max_lease_secs() -> u64 {
         3600
     }
-    /// Longest wait before a partial batch of acks or publishes is flushed.
+    /// Extra wait to fill a batch of acks or publishes; 0 flushes whatever is queued as soon
+    /// as a flush slot is free (batches still fill up under load).
     pub const fn flush_ms() -> u64 {
-        5
+        0
     }
 }
 
@@ -83,6 +88,29 @@ pub enum RawSource {
         #[serde(default = "defaults::file_visibility_timeout_secs")]
         visibility_timeout_secs: u64,
     },
+    /// An Amazon SQS queue (standard or FIFO).
+    Sqs {
+        /// Queue URL.
+        queue_url: String,
+        /// Endpoint override, e.g. LocalStack's `http://127.0.0.1:4566` (also `AWS_ENDPOINT_URL`).
+        #[serde(default)]
+        endpoint_url: Option<String>,
+        /// Region override (default: the AWS chain, else the queue URL's region).
+        #[serde(default)]
+        region: Option<String>,
+        /// Long-poll wait per receive (default 20 s, 0–20).
+        #[serde(default = "defaults::sqs_wait_time_secs")]
+        wait_time_secs: u64,
+        /// Messages processed at once (default 256, 1–65536).
+        #[serde(default = "defaults::max_in_flight")]
+        max_in_flight: u32,
+        /// Concurrent receive loops (default 1, 1–64).
+        #[serde(default = "defaults::pollers")]
+        pollers: u32,
+        /// Visibility timeout requested on receive (default: the queue's own; 1–43200 s).
+        #[serde(default)]
+        visibility_timeout_secs: Option<u64>,
+    },
 }
 
 /// `[targets.NAME]`, tagged by `type`.
@@ -96,6 +124,17 @@ pub enum RawTarget {
     },
     /// Writes JSON lines to standard output.
     Stdout {},
+    /// Sends to an Amazon SQS queue (standard or FIFO).
+    Sqs {
+        /// Queue URL.
+        queue_url: String,
+        /// Endpoint override (also `AWS_ENDPOINT_URL`).
+        #[serde(default)]
+        endpoint_url: Option<String>,
+        /// Region override.
+        #[serde(default)]
+        region: Option<String>,
+    },
 }
 
 /// `[pipeline]`.
@@ -117,7 +156,7 @@ pub struct RawPipeline {
     /// Longest time one message's lease is kept extended (default 3600 s).
     #[serde(default = "defaults::max_lease_secs")]
     pub max_lease_secs: u64,
-    /// Longest wait before a partial ack or publish batch is flushed (default 5 ms).
+    /// Extra wait to fill ack and publish batches (default 0 ms: flush when idle).
     #[serde(default = "defaults::flush_ms")]
     pub flush_ms: u64,
 }

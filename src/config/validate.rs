@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::{did_you_mean, Diagnostic};
 use super::raw::{RawAction, RawConfig, RawRule, RawSource, RawTarget, RawUnmatched};
-use super::{Config, SourceConfig, TargetConfig, TargetKind};
+use super::{Config, ConnectOptions, SourceConfig, TargetConfig, TargetKind};
 use crate::pipeline::backoff::RetryPolicy;
 use crate::pipeline::settings::Settings;
 use crate::rules::pattern::PatternSet;
@@ -67,6 +67,7 @@ fn list(names: &[&str]) -> String {
 pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, Vec<Diagnostic>> {
     let mut c = Checker { problems: Vec::new() };
 
+    let mut receive_wait = Duration::from_secs(1);
     let (source, max_in_flight, pollers) = match raw.source {
         RawSource::File {
             path,
@@ -90,6 +91,29 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             let source = SourceConfig::File {
                 path: resolve(base_dir, &path),
                 visibility_timeout: Duration::from_secs(visibility_timeout_secs),
+            };
+            (source, max_in_flight, pollers)
+        }
+        RawSource::Sqs {
+            queue_url,
+            endpoint_url,
+            region,
+            wait_time_secs,
+            max_in_flight,
+            pollers,
+            visibility_timeout_secs,
+        } => {
+            check_queue_url(&mut c, "source.queue_url", &queue_url);
+            check_endpoint(&mut c, "source.endpoint_url", endpoint_url.as_deref());
+            c.range("source.wait_time_secs", wait_time_secs, 0, 20, " s");
+            if let Some(v) = visibility_timeout_secs {
+                c.range("source.visibility_timeout_secs", v, 1, MAX_DELAY_SECS, " s");
+            }
+            receive_wait = Duration::from_secs(wait_time_secs);
+            let source = SourceConfig::Sqs {
+                queue_url,
+                connect: ConnectOptions { endpoint_url, region },
+                visibility_timeout: visibility_timeout_secs.map(Duration::from_secs),
             };
             (source, max_in_flight, pollers)
         }
@@ -123,6 +147,21 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 }
             }
             RawTarget::Stdout {} => TargetKind::Stdout,
+            RawTarget::Sqs {
+                queue_url,
+                endpoint_url,
+                region,
+            } => {
+                check_queue_url(&mut c, &format!("{field}.queue_url"), queue_url);
+                check_endpoint(&mut c, &format!("{field}.endpoint_url"), endpoint_url.as_deref());
+                TargetKind::Sqs {
+                    queue_url: queue_url.clone(),
+                    connect: ConnectOptions {
+                        endpoint_url: endpoint_url.clone(),
+                        region: region.clone(),
+                    },
+                }
+            }
         };
         targets.push(TargetConfig {
             name: name.clone(),
@@ -250,7 +289,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     let settings = Settings {
         max_in_flight: max_in_flight as usize,
         pollers: pollers as usize,
-        receive_wait: Duration::from_secs(1),
+        receive_wait,
         retry: RetryPolicy {
             initial_backoff: Duration::from_millis(p.retry.initial_backoff_ms),
             max_backoff: Duration::from_secs(p.retry.max_backoff_secs),
@@ -267,6 +306,28 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         settings,
         rules: Arc::new(rule_set),
     })
+}
+
+fn check_queue_url(c: &mut Checker, field: &str, url: &str) {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        c.problems.push(
+            Diagnostic::field(field, format!("`{url}` is not a queue URL"))
+                .allowed("an SQS queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/orders")
+                .hint("use the URL (not the ARN or name): `aws sqs get-queue-url --queue-name NAME`, or the Terraform output"),
+        );
+    }
+}
+
+fn check_endpoint(c: &mut Checker, field: &str, endpoint: Option<&str>) {
+    if let Some(e) = endpoint {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
+            c.problems.push(
+                Diagnostic::field(field, format!("`{e}` is not a URL"))
+                    .allowed("http:// or https:// URL")
+                    .hint("for LocalStack: endpoint_url = \"http://127.0.0.1:4566\""),
+            );
+        }
+    }
 }
 
 fn valid_name(name: &str) -> bool {

@@ -19,7 +19,7 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Longest time the lease keeper holds one message.
     pub max_lease: Duration,
-    /// Longest wait before a partial ack or publish batch is flushed.
+    /// Extra wait to fill ack and publish batches (zero: flush as soon as a slot is free).
     pub flush_interval: Duration,
 }
 
@@ -35,7 +35,7 @@ impl Default for Settings {
             },
             drain_timeout: Duration::from_secs(30),
             max_lease: Duration::from_secs(3600),
-            flush_interval: Duration::from_millis(5),
+            flush_interval: Duration::ZERO,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use veltrix_queue::file::{FileTarget, StdoutTarget};
 use veltrix_queue::{Publisher, QueueError};
+use veltrix_sqs::SqsTarget;
 
 use crate::config::{TargetConfig, TargetKind};
 
@@ -14,5 +15,10 @@ pub async fn open(target: &TargetConfig) -> Result<Arc<dyn Publisher>, QueueErro
     Ok(match &target.kind {
         TargetKind::File { path } => Arc::new(FileTarget::open(path).await?),
         TargetKind::Stdout => Arc::new(StdoutTarget::default()),
+        TargetKind::Sqs { queue_url, connect } => {
+            let client = veltrix_sqs::connect(connect, queue_url).await;
+            let endpoint = connect.endpoint_override();
+            Arc::new(SqsTarget::new(client, queue_url.clone(), endpoint))
+        }
     })
 }

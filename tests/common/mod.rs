@@ -1,12 +1,15 @@
 //! Helpers for pipeline tests on the memory backend.
 #![allow(dead_code)]
 
+pub mod localstack;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use veltrix::config::load_str;
+use veltrix::pipeline::backoff::RetryPolicy;
 use veltrix::pipeline::settings::Settings;
 use veltrix::pipeline::Worker;
 use veltrix::rules::RuleSet;
@@ -51,12 +54,12 @@ impl Targets {
 
 /// Fast settings for tests: small backoff, short waits.
 pub fn settings() -> Settings {
-    let mut s = Settings::default();
-    s.receive_wait = Duration::from_millis(100);
-    s.retry.initial_backoff = Duration::from_secs(2);
-    s.retry.max_backoff = Duration::from_secs(60);
-    s.drain_timeout = Duration::from_secs(10);
-    s
+    Settings {
+        receive_wait: Duration::from_millis(100),
+        retry: RetryPolicy { initial_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(60) },
+        drain_timeout: Duration::from_secs(10),
+        ..Settings::default()
+    }
 }
 
 pub fn source(name: &str) -> MemoryQueue {

@@ -35,7 +35,12 @@ pub trait Backend: Send + Sync {
 
 async fn publish(q: &TestQueue, body: &str, attrs: &[(&str, &str)], key: Option<&str>) {
     let attributes: Attributes = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let message = OutboundMessage { body: Bytes::from(body.to_string()), attributes, ordering_key: key.map(str::to_string), dedup_id: None };
+    let message = OutboundMessage {
+        body: Bytes::from(body.to_string()),
+        attributes,
+        ordering_key: key.map(str::to_string),
+        dedup_id: None,
+    };
     for r in q.publisher.publish(vec![message]).await {
         r.expect("publish succeeds");
     }
@@ -46,7 +51,9 @@ async fn receive_n(q: &TestQueue, n: usize, limit: Duration) -> Vec<Delivery> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut got = Vec::new();
     while got.len() < n && tokio::time::Instant::now() < deadline {
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(Duration::from_secs(1));
         match q.source.receive(n - got.len(), wait).await.expect("receive succeeds") {
             Received::Messages(batch) => got.extend(batch),
             Received::Exhausted => panic!("a queue is never exhausted"),
@@ -60,7 +67,9 @@ async fn receive_during(q: &TestQueue, window: Duration) -> Vec<Delivery> {
     let deadline = tokio::time::Instant::now() + window;
     let mut got = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(Duration::from_secs(1));
         if let Received::Messages(batch) = q.source.receive(10, wait).await.expect("receive succeeds") {
             got.extend(batch);
         }
@@ -90,7 +99,10 @@ pub async fn acked_message_is_not_redelivered(b: &dyn Backend) {
     publish(&q, "a", &[], None).await;
     let got = receive_n(&q, 1, b.settle_time()).await;
     q.source.ack(vec![got[0].token.clone()]).await.expect("ack succeeds");
-    assert!(receive_during(&q, vis * 3).await.is_empty(), "an acked message came back");
+    assert!(
+        receive_during(&q, vis * 3).await.is_empty(),
+        "an acked message came back"
+    );
 }
 
 /// An unsettled message comes back after its visibility timeout with a higher attempt.
@@ -115,7 +127,10 @@ pub async fn nack_with_delay_redelivers_after_delay(b: &dyn Backend) {
     publish(&q, "a", &[], None).await;
     let first = receive_n(&q, 1, b.settle_time()).await;
     let nacked_at = tokio::time::Instant::now();
-    q.source.nack(first[0].token.clone(), delay).await.expect("nack succeeds");
+    q.source
+        .nack(first[0].token.clone(), delay)
+        .await
+        .expect("nack succeeds");
     let early = receive_during(&q, delay.mul_f64(0.8)).await;
     assert!(early.is_empty(), "redelivered before the nack delay");
     let again = receive_n(&q, 1, delay + b.settle_time()).await;
@@ -129,7 +144,10 @@ pub async fn nack_zero_redelivers_now(b: &dyn Backend) {
     let q = b.fresh(b.min_visibility() * 30).await;
     publish(&q, "a", &[], None).await;
     let first = receive_n(&q, 1, b.settle_time()).await;
-    q.source.nack(first[0].token.clone(), Duration::ZERO).await.expect("nack succeeds");
+    q.source
+        .nack(first[0].token.clone(), Duration::ZERO)
+        .await
+        .expect("nack succeeds");
     let again = receive_n(&q, 1, b.settle_time()).await;
     assert_eq!(again.len(), 1, "nack(0) did not make the message available again");
     q.source.ack(vec![again[0].token.clone()]).await.expect("ack succeeds");
@@ -141,25 +159,44 @@ pub async fn extend_keeps_message_invisible_past_visibility_timeout(b: &dyn Back
     let q = b.fresh(vis).await;
     publish(&q, "a", &[], None).await;
     let first = receive_n(&q, 1, b.settle_time()).await;
-    q.source.extend(vec![first[0].token.clone()], vis * 4).await.expect("extend succeeds");
-    assert!(receive_during(&q, vis * 2).await.is_empty(), "redelivered despite the extension");
-    q.source.ack(vec![first[0].token.clone()]).await.expect("ack after extension succeeds");
+    q.source
+        .extend(vec![first[0].token.clone()], vis * 4)
+        .await
+        .expect("extend succeeds");
+    assert!(
+        receive_during(&q, vis * 2).await.is_empty(),
+        "redelivered despite the extension"
+    );
+    q.source
+        .ack(vec![first[0].token.clone()])
+        .await
+        .expect("ack after extension succeeds");
 }
 
 /// Many messages in batches: every one arrives exactly once when acked promptly.
 pub async fn batch_of_messages_arrives_once(b: &dyn Backend) {
     let q = b.fresh(b.min_visibility() * 30).await;
-    let messages: Vec<OutboundMessage> =
-        (0..25).map(|i| OutboundMessage { body: Bytes::from(format!("m{i}")), ..Default::default() }).collect();
+    let messages: Vec<OutboundMessage> = (0..25)
+        .map(|i| OutboundMessage {
+            body: Bytes::from(format!("m{i}")),
+            ..Default::default()
+        })
+        .collect();
     for r in q.publisher.publish(messages).await {
         r.expect("publish succeeds");
     }
     let got = receive_n(&q, 25, b.settle_time() * 2).await;
-    let mut bodies: Vec<String> = got.iter().map(|d| String::from_utf8_lossy(&d.body).into_owned()).collect();
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+        .collect();
     bodies.sort();
     bodies.dedup();
     assert_eq!(bodies.len(), 25, "every message arrives once");
-    q.source.ack(got.iter().map(|d| d.token.clone()).collect()).await.expect("batch ack succeeds");
+    q.source
+        .ack(got.iter().map(|d| d.token.clone()).collect())
+        .await
+        .expect("batch ack succeeds");
 }
 
 /// Runs every check.

@@ -326,8 +326,14 @@ mod tests {
 
     #[tokio::test]
     async fn file_source_reads_ahead_a_bounded_number_of_lines() {
-        let input: Vec<u8> = (0..READ_AHEAD_LINES * 3).flat_map(|i| format!("{i}\n").into_bytes()).collect();
-        let source = FileSource::from_reader("big".into(), Box::new(std::io::Cursor::new(input)), Duration::from_secs(30));
+        let input: Vec<u8> = (0..READ_AHEAD_LINES * 3)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let source = FileSource::from_reader(
+            "big".into(),
+            Box::new(std::io::Cursor::new(input)),
+            Duration::from_secs(30),
+        );
         tokio::time::timeout(Duration::from_secs(10), async {
             while source.queue.len() < READ_AHEAD_LINES {
                 tokio::task::yield_now().await;
@@ -338,7 +344,11 @@ mod tests {
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(source.queue.len(), READ_AHEAD_LINES, "the reader stops at its read-ahead");
+        assert_eq!(
+            source.queue.len(),
+            READ_AHEAD_LINES,
+            "the reader stops at its read-ahead"
+        );
         assert_eq!(drain(&source).await.len(), READ_AHEAD_LINES * 3);
     }
 

@@ -644,7 +644,10 @@ mod tests {
             let mut config = MemoryQueueConfig::named("behaviour");
             config.visibility_timeout = visibility;
             let q = MemoryQueue::new(config);
-            TestQueue { source: Box::new(q.clone()), publisher: Box::new(q) }
+            TestQueue {
+                source: Box::new(q.clone()),
+                publisher: Box::new(q),
+            }
         }
         fn min_visibility(&self) -> Duration {
             Duration::from_secs(1)

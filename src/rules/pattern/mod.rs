@@ -1,76 +1,44 @@
-//! PLACEHOLDER until the real matcher lands: exact values only.
-use serde_json::Value;
+//! EventBridge event patterns with the semantics of aws/event-ruler, compiled once and matched
+//! against many events.
+//!
+//! ```text
+//!  patterns ──compile──> subpatterns (one per $or alternative) ──index──> PatternSet
+//!                         (validate, expand $or,                          (anchor per subpattern:
+//!                          sort fields by path)                            hash / tries / intervals)
+//!
+//!  event ──flatten (pattern paths only)──> leaves ──probe anchors──> candidates ──verify──> ids
+//!                                                                     (array-consistent)
+//! ```
+//!
+//! ```
+//! use serde_json::json;
+//! use veltrix::rules::pattern::PatternSet;
+//!
+//! let large = json!({"body": {"type": ["order.created"], "amount": [{"numeric": [">", 1000]}]}});
+//! let set = PatternSet::compile([("large-orders", &large)]).unwrap();
+//! let mut out = Vec::new();
+//! set.matches(&json!({"body": {"type": "order.created", "amount": 1500}}), &mut out);
+//! assert_eq!(out, vec![0]);
+//! ```
+//!
+//! Modules (one concept each): `compile` validates pattern structure and expands `$or`
+//! ([`PatternError`]); `parse_ops` validates value lists; `operators`, `text` and `ip` test leaf
+//! values; `flatten` turns events into leaves; `lookup` and `anchors` find candidates; `verify`
+//! decides array-consistent matches; `index` holds [`PatternSet`]; `explain` tells humans why.
 
-/// Compiled patterns.
-pub struct PatternSet {
-    patterns: Vec<Value>,
-}
+mod anchors;
+mod compile;
+mod explain;
+mod flatten;
+mod index;
+mod ip;
+mod lookup;
+mod operators;
+mod parse_ops;
+mod text;
+mod verify;
 
-/// An invalid pattern.
-#[derive(Debug, thiserror::Error)]
-#[error("rule `{rule}`: at `{path}`: {reason}")]
-pub struct PatternError {
-    /// Rule name.
-    pub rule: String,
-    /// Path in the pattern.
-    pub path: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Why a pattern matched or not.
-#[derive(Debug, serde::Serialize)]
-pub struct Explanation {
-    /// Whether it matched.
-    pub matched: bool,
-}
-
-impl PatternSet {
-    /// Compiles.
-    pub fn compile<'a, I: IntoIterator<Item = (&'a str, &'a Value)>>(patterns: I) -> Result<PatternSet, PatternError> {
-        let mut out = Vec::new();
-        for (name, p) in patterns {
-            if !p.is_object() {
-                return Err(PatternError {
-                    rule: name.into(),
-                    path: String::new(),
-                    reason: "pattern must be an object".into(),
-                });
-            }
-            out.push(p.clone());
-        }
-        Ok(Self { patterns: out })
-    }
-    /// Number of patterns.
-    pub fn len(&self) -> usize {
-        self.patterns.len()
-    }
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-    /// Matching ids.
-    pub fn matches(&self, event: &Value, out: &mut Vec<usize>) {
-        for (i, p) in self.patterns.iter().enumerate() {
-            if m(p, event) {
-                out.push(i);
-            }
-        }
-    }
-    /// Explain.
-    pub fn explain(&self, id: usize, event: &Value) -> Explanation {
-        Explanation {
-            matched: m(&self.patterns[id], event),
-        }
-    }
-}
-
-fn m(p: &Value, e: &Value) -> bool {
-    match p {
-        Value::Object(map) => map.iter().all(|(k, v)| e.get(k).is_some_and(|ev| m(v, ev))),
-        Value::Array(vals) => vals
-            .iter()
-            .any(|v| v == e || e.as_array().is_some_and(|a| a.contains(v))),
-        _ => false,
-    }
-}
+pub use anchors::MAX_FILTERS;
+pub use compile::{PatternError, MAX_DEPTH, MAX_FIELDS, MAX_PATH_PARTS, MAX_SUBPATTERNS};
+pub use explain::{Explanation, FieldExplanation};
+pub use index::{MatchScratch, PatternSet, MAX_TOTAL_SUBPATTERNS};

@@ -1,0 +1,257 @@
+//! The SQS source.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
+    QueueAttributeName,
+};
+use aws_sdk_sqs::Client;
+use bytes::Bytes;
+use veltrix_queue::{
+    AckFailure, AckToken, Attributes, Delivery, QueueError, Received, Source, SourceInfo, SourceLimits,
+};
+
+use crate::errors::classify;
+use crate::limits::{visibility_secs, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
+
+/// Source settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsSourceOptions {
+    /// The queue.
+    pub queue_url: String,
+    /// Visibility timeout to request on receive; `None` uses the queue's own.
+    pub visibility_timeout: Option<Duration>,
+    /// Endpoint shown in error hints.
+    pub endpoint_url: Option<String>,
+}
+
+/// The receipt handle, as the token.
+#[derive(Debug, Clone)]
+struct Receipt(String);
+
+/// Consumes an SQS queue.
+pub struct SqsSource {
+    client: Client,
+    options: SqsSourceOptions,
+    lease: Duration,
+}
+
+/// The token for a receipt handle (for tools that hold handles, and for tests).
+pub fn receipt_token(handle: &str) -> AckToken {
+    AckToken::new(Receipt(handle.to_string()))
+}
+
+fn receipt(token: &AckToken) -> Result<&str, QueueError> {
+    token
+        .downcast_ref::<Receipt>()
+        .map(|r| r.0.as_str())
+        .ok_or_else(|| QueueError::permanent("token does not belong to an SQS source"))
+}
+
+impl SqsSource {
+    /// Opens the source: reads the queue's visibility timeout (which also proves the queue
+    /// exists and the credentials work).
+    pub async fn open(client: Client, options: SqsSourceOptions) -> Result<Self, QueueError> {
+        let attrs = client
+            .get_queue_attributes()
+            .queue_url(&options.queue_url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| {
+                classify(
+                    "GetQueueAttributes",
+                    &options.queue_url,
+                    options.endpoint_url.as_deref(),
+                    e,
+                )
+            })?;
+        let queue_visibility = attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(30));
+        let lease = options.visibility_timeout.unwrap_or(queue_visibility);
+        Ok(Self { client, options, lease })
+    }
+
+    fn err<E, R>(&self, what: &str, e: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        classify(what, &self.options.queue_url, self.options.endpoint_url.as_deref(), e)
+    }
+}
+
+/// Turns an SQS message into a delivery.
+fn delivery(m: &Message) -> Option<Delivery> {
+    let handle = m.receipt_handle()?.to_string();
+    let system = m.attributes();
+    let sys = |name: MessageSystemAttributeName| system.and_then(|a| a.get(&name)).map(String::as_str);
+    let mut attributes = Attributes::new();
+    if let Some(attrs) = m.message_attributes() {
+        for (k, v) in attrs {
+            if let Some(s) = v.string_value() {
+                attributes.insert(k.clone(), s.to_string());
+            }
+        }
+    }
+    let delivery_attempt = sys(MessageSystemAttributeName::ApproximateReceiveCount)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let published_at = sys(MessageSystemAttributeName::SentTimestamp)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    Some(Delivery {
+        id: m.message_id().unwrap_or_default().to_string(),
+        body: Bytes::from(m.body().unwrap_or_default().to_string()),
+        attributes,
+        ordering_key: sys(MessageSystemAttributeName::MessageGroupId).map(str::to_string),
+        delivery_attempt,
+        published_at: published_at.or(Some(SystemTime::now())),
+        token: AckToken::new(Receipt(handle)),
+    })
+}
+
+#[async_trait]
+impl Source for SqsSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "sqs",
+            name: self.options.queue_url.clone(),
+        }
+    }
+
+    fn limits(&self) -> SourceLimits {
+        SourceLimits {
+            max_receive_batch: MAX_BATCH,
+            max_ack_batch: MAX_BATCH,
+            max_lease: MAX_VISIBILITY,
+            initial_lease: self.lease,
+        }
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Received, QueueError> {
+        let mut request = self
+            .client
+            .receive_message()
+            .queue_url(&self.options.queue_url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.min(MAX_WAIT).as_secs() as i32)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId);
+        if let Some(v) = self.options.visibility_timeout {
+            request = request.visibility_timeout(visibility_secs(v));
+        }
+        let out = request.send().await.map_err(|e| self.err("ReceiveMessage", e))?;
+        Ok(Received::Messages(out.messages().iter().filter_map(delivery).collect()))
+    }
+
+    async fn ack(&self, tokens: Vec<AckToken>) -> Result<(), AckFailure> {
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let mut request = self.client.delete_message_batch().queue_url(&self.options.queue_url);
+            for (i, token) in chunk.iter().enumerate() {
+                let handle = match receipt(token) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return Err(AckFailure {
+                            failed: tokens,
+                            error: e,
+                        })
+                    }
+                };
+                let entry = DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .expect("id and receipt handle are set");
+                request = request.entries(entry);
+            }
+            match request.send().await {
+                Ok(out) => {
+                    for f in out.failed() {
+                        if let Some(token) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
+                            failed.push(token.clone());
+                        }
+                        let class = if f.sender_fault() {
+                            veltrix_queue::ErrorClass::Permanent
+                        } else {
+                            veltrix_queue::ErrorClass::Transient
+                        };
+                        last_error = Some(QueueError {
+                            class,
+                            message: format!(
+                                "SQS DeleteMessageBatch entry failed: {}: {}",
+                                f.code(),
+                                f.message().unwrap_or("")
+                            ),
+                        });
+                    }
+                }
+                Err(e) => {
+                    failed.extend(chunk.iter().cloned());
+                    last_error = Some(self.err("DeleteMessageBatch", e));
+                }
+            }
+        }
+        match last_error {
+            None => Ok(()),
+            Some(error) => Err(AckFailure { failed, error }),
+        }
+    }
+
+    async fn nack(&self, token: AckToken, delay: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.options.queue_url)
+            .receipt_handle(receipt(&token)?)
+            .visibility_timeout(visibility_secs(delay))
+            .send()
+            .await
+            .map_err(|e| self.err("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError> {
+        let secs = visibility_secs(by);
+        let mut last_error = None;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let mut request = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&self.options.queue_url);
+            for (i, token) in chunk.iter().enumerate() {
+                let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt(token)?)
+                    .visibility_timeout(secs)
+                    .build()
+                    .expect("id and receipt handle are set");
+                request = request.entries(entry);
+            }
+            match request.send().await {
+                Ok(out) => {
+                    if let Some(f) = out.failed().first() {
+                        last_error = Some(QueueError::transient(format!(
+                            "SQS ChangeMessageVisibilityBatch: {} of {} entries failed: {}: {}",
+                            out.failed().len(),
+                            chunk.len(),
+                            f.code(),
+                            f.message().unwrap_or("")
+                        )));
+                    }
+                }
+                Err(e) => last_error = Some(self.err("ChangeMessageVisibilityBatch", e)),
+            }
+        }
+        last_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,420 @@
+//! [`PatternSet`]: the compiled patterns, and matching an event against all of them.
+//!
+//! Matching: flatten the event along pattern paths ([`crate::rules::pattern::flatten`]), probe the index with
+//! each leaf to find candidate subpatterns ([`crate::rules::pattern::anchors`]), then verify each candidate fully
+//! ([`crate::rules::pattern::verify`]), skipping patterns already matched. All per-event buffers live in a
+//! [`MatchScratch`] that is reused from event to event.
+
+use std::cell::RefCell;
+
+use serde_json::Value;
+
+use crate::rules::pattern::anchors::Anchors;
+use crate::rules::pattern::compile::{compile_pattern, PatternError, SubPatternDef};
+use crate::rules::pattern::explain::{explain, Explanation};
+use crate::rules::pattern::flatten::{flatten, Flat, PathTrie, PathTrieBuilder};
+use crate::rules::pattern::verify::{verify, FieldRt, Sub};
+
+/// A compiled, immutable set of patterns. Cheap to share between threads (`Send + Sync`).
+pub struct PatternSet {
+    names: Vec<String>,
+    /// Subpatterns of pattern `i` are `subs[rule_subs[i].0 .. rule_subs[i].1]`.
+    rule_subs: Vec<(u32, u32)>,
+    subs: Vec<Sub>,
+    trie: PathTrie,
+    anchors: Anchors,
+}
+
+/// All patterns together may expand to at most this many subpatterns (postings pack the
+/// subpattern id into 26 bits).
+pub const MAX_TOTAL_SUBPATTERNS: usize = 1 << 26;
+
+/// Reusable per-thread buffers for [`PatternSet::matches_with`]. [`PatternSet::matches`] keeps
+/// one per thread internally; hold your own to control where the memory lives.
+#[derive(Default)]
+pub struct MatchScratch {
+    flat: Flat,
+    vals: Vec<&'static Value>,
+    stack: Vec<(u32, &'static Value, u32)>,
+    seen_sub: Vec<u32>,
+    fired: Vec<u64>,
+    seen_rule: Vec<u32>,
+    epoch: u32,
+    touched: Vec<u32>,
+    cands: Vec<u32>,
+    matched: Vec<usize>,
+    buf: Vec<u8>,
+}
+
+impl MatchScratch {
+    /// How many subpatterns the last event had to verify (for benchmarks and tuning).
+    pub fn last_candidates(&self) -> usize {
+        self.cands.len()
+    }
+
+    /// How many leaves the last event had at pattern paths (for benchmarks and tuning).
+    pub fn last_leaves(&self) -> usize {
+        self.flat.leaves.len()
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<MatchScratch> = RefCell::new(MatchScratch::default());
+}
+
+/// Reuse a vector's allocation for a different lifetime of the same element type (the in-place
+/// `collect` of an emptied vector keeps its buffer).
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("vector is empty")).collect()
+}
+
+impl PatternSet {
+    /// Compile patterns in rule order; index `i` of the iterator is pattern id `i`.
+    ///
+    /// Each item is `(rule name, pattern)`. Fails on the first invalid pattern, naming the rule,
+    /// the location in the pattern and the reason.
+    pub fn compile<'a, I: IntoIterator<Item = (&'a str, &'a Value)>>(patterns: I) -> Result<PatternSet, PatternError> {
+        let mut names = Vec::new();
+        let mut defs: Vec<Vec<SubPatternDef>> = Vec::new();
+        let mut total = 0usize;
+        for (name, pattern) in patterns {
+            let d = compile_pattern(name, pattern)?;
+            total += d.len();
+            if total > MAX_TOTAL_SUBPATTERNS {
+                return Err(PatternError {
+                    rule: name.to_string(),
+                    path: String::new(),
+                    reason: format!(
+                        "the patterns expand to more than {MAX_TOTAL_SUBPATTERNS} alternatives in total (through `$or`); simplify them"
+                    ),
+                });
+            }
+            defs.push(d);
+            names.push(name.to_string());
+        }
+        let mut tb = PathTrieBuilder::new();
+        let mut subs = Vec::new();
+        let mut rule_subs = Vec::new();
+        for (rule, ds) in defs.into_iter().enumerate() {
+            let start = subs.len() as u32;
+            for d in ds {
+                subs.push(runtime_sub(rule as u32, d, &mut tb));
+            }
+            rule_subs.push((start, subs.len() as u32));
+        }
+        let trie = tb.build();
+        let anchors = Anchors::build(&subs, trie.len());
+        Ok(PatternSet {
+            names,
+            rule_subs,
+            subs,
+            trie,
+            anchors,
+        })
+    }
+
+    /// Number of patterns.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the set has no patterns.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Name of pattern `id` (as given to [`PatternSet::compile`]).
+    pub fn name(&self, id: usize) -> &str {
+        &self.names[id]
+    }
+
+    /// Append the ids of matching patterns to `out`, ascending, each once.
+    pub fn matches(&self, event: &Value, out: &mut Vec<usize>) {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut scratch) => self.matches_with(event, &mut scratch, out),
+            Err(_) => self.matches_with(event, &mut MatchScratch::default(), out),
+        })
+    }
+
+    /// [`PatternSet::matches`] with caller-provided scratch buffers.
+    pub fn matches_with(&self, event: &Value, scratch: &mut MatchScratch, out: &mut Vec<usize>) {
+        let MatchScratch {
+            flat,
+            vals,
+            stack,
+            seen_sub,
+            fired,
+            seen_rule,
+            epoch,
+            touched,
+            cands,
+            matched,
+            buf,
+        } = scratch;
+        if *epoch == u32::MAX {
+            seen_sub.iter_mut().for_each(|e| *e = 0);
+            seen_rule.iter_mut().for_each(|e| *e = 0);
+            *epoch = 0;
+        }
+        *epoch += 1;
+        let ep = *epoch;
+        if seen_sub.len() < self.subs.len() {
+            seen_sub.resize(self.subs.len(), 0);
+            fired.resize(self.subs.len(), 0);
+        }
+        if seen_rule.len() < self.names.len() {
+            seen_rule.resize(self.names.len(), 0);
+        }
+        flat.reset(&self.trie);
+        touched.clear();
+        cands.clear();
+        matched.clear();
+        let mut vs: Vec<&Value> = recycle(std::mem::take(vals));
+        let mut st: Vec<(u32, &Value, u32)> = recycle(std::mem::take(stack));
+        flatten(&self.trie, event, flat, &mut vs, &mut st);
+
+        // Probe: set a bit per (subpattern, filter field) that fired.
+        let mut emit = |postings: &[u32]| {
+            for &p in postings {
+                let sub = (p >> 6) as usize;
+                let bit = 1u64 << (p & 63);
+                if seen_sub[sub] != ep {
+                    seen_sub[sub] = ep;
+                    fired[sub] = bit;
+                    touched.push(sub as u32);
+                } else {
+                    fired[sub] |= bit;
+                }
+            }
+        };
+        for (i, leaf) in flat.leaves.iter().enumerate() {
+            self.anchors.probe(leaf.node, vs[i], buf, &mut emit);
+        }
+        cands.extend_from_slice(&self.anchors.always);
+        let required = &self.anchors.required;
+        cands.extend(
+            touched
+                .iter()
+                .copied()
+                .filter(|&s| fired[s as usize] == required[s as usize]),
+        );
+        for &c in cands.iter() {
+            let sub = &self.subs[c as usize];
+            let r = sub.rule as usize;
+            if seen_rule[r] != ep && verify(sub, flat, &vs, event) {
+                seen_rule[r] = ep;
+                matched.push(r);
+            }
+        }
+        matched.sort_unstable();
+        out.extend_from_slice(matched);
+        *vals = recycle(vs);
+        *stack = recycle(st);
+        // Do not keep the memory of one huge event for the rest of the thread's life.
+        const KEEP: usize = 1 << 16;
+        if vals.capacity() > KEEP || stack.capacity() > KEEP {
+            vals.shrink_to(KEEP / 16);
+            stack.shrink_to(KEEP / 16);
+        }
+        flat.trim(KEEP);
+    }
+
+    /// Slow path for humans: why pattern `id` did or did not match `event`.
+    ///
+    /// # Panics
+    /// If `id >= self.len()`.
+    pub fn explain(&self, id: usize, event: &Value) -> Explanation {
+        let (a, b) = self.rule_subs[id];
+        let mut flat = Flat::default();
+        flat.reset(&self.trie);
+        let mut vals = Vec::new();
+        flatten(&self.trie, event, &mut flat, &mut vals, &mut Vec::new());
+        explain(&self.subs[a as usize..b as usize], &flat, &vals, event)
+    }
+}
+
+/// Build the runtime form of a subpattern, registering its paths in the trie.
+fn runtime_sub(rule: u32, d: SubPatternDef, tb: &mut PathTrieBuilder) -> Sub {
+    let mut positive = 0u64;
+    let mut fields = Vec::with_capacity(d.fields.len());
+    for (i, f) in d.fields.into_iter().enumerate() {
+        let node = tb.add(&f.path);
+        let before = positive;
+        if !f.absent {
+            positive |= 1 << i;
+        }
+        fields.push(FieldRt {
+            node,
+            absent: f.absent,
+            matchers: f.matchers.into(),
+            descs: f.descs.into(),
+            before,
+            segs: FieldRt::segments_of(&f.path),
+            path: f.path.into(),
+        });
+    }
+    Sub {
+        rule,
+        fields: fields.into(),
+        positive,
+        branch: d.branch.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(patterns: &[Value]) -> PatternSet {
+        let names: Vec<String> = (0..patterns.len()).map(|i| format!("r{i}")).collect();
+        PatternSet::compile(names.iter().map(String::as_str).zip(patterns.iter())).unwrap()
+    }
+
+    fn hits(s: &PatternSet, ev: Value) -> Vec<usize> {
+        let mut out = Vec::new();
+        s.matches(&ev, &mut out);
+        out
+    }
+
+    #[test]
+    fn recycle_keeps_capacity() {
+        let v: Vec<&'static Value> = Vec::with_capacity(64);
+        let w: Vec<&Value> = recycle(v);
+        assert!(w.capacity() >= 64);
+    }
+
+    #[test]
+    fn every_anchor_kind_finds_its_patterns() {
+        let s = set(&[
+            json!({"a": ["x"]}),
+            json!({"a": [{"prefix": "pre"}]}),
+            json!({"a": [{"suffix": "fix"}]}),
+            json!({"a": [{"equals-ignore-case": "HeLLo"}]}),
+            json!({"a": [{"prefix": {"equals-ignore-case": "UP"}}]}),
+            json!({"a": [{"suffix": {"equals-ignore-case": "END"}}]}),
+            json!({"a": [{"wildcard": "w*d"}]}),
+            json!({"n": [{"numeric": [">", 10, "<=", 20]}]}),
+            json!({"n": [15]}),
+            json!({"ip": [{"cidr": "10.0.0.0/8"}]}),
+            json!({"ip": ["2001:db8::1"]}),
+            json!({"a": [{"anything-but": "x"}]}),
+            json!({"z": [{"exists": false}]}),
+            json!({"b": [true], "c": [null]}),
+        ]);
+        assert_eq!(hits(&s, json!({"a": "x"})), vec![0, 12]);
+        assert_eq!(hits(&s, json!({"a": "prefix"})), vec![1, 2, 11, 12]);
+        assert_eq!(hits(&s, json!({"a": "hello"})), vec![3, 11, 12]);
+        assert_eq!(hits(&s, json!({"a": "upper-END"})), vec![4, 5, 11, 12]);
+        assert_eq!(hits(&s, json!({"a": "wood"})), vec![6, 11, 12]);
+        assert_eq!(hits(&s, json!({"n": 15.0})), vec![7, 8, 12]);
+        assert_eq!(hits(&s, json!({"n": 10})), vec![12]);
+        assert_eq!(hits(&s, json!({"ip": "10.1.2.3"})), vec![9, 12]);
+        assert_eq!(hits(&s, json!({"ip": "2001:DB8:0::1"})), vec![10, 12]);
+        assert_eq!(hits(&s, json!({"z": 1, "b": true, "c": null})), vec![13]);
+    }
+
+    #[test]
+    fn or_branches_report_the_pattern_once() {
+        let s = set(&[json!({"$or": [{"a": [1]}, {"b": [2]}]}), json!({"c": [3]})]);
+        assert_eq!(hits(&s, json!({"a": 1, "b": 2, "c": 3})), vec![0, 1]);
+        assert_eq!(hits(&s, json!({"b": 2})), vec![0]);
+    }
+
+    #[test]
+    fn appends_to_existing_output() {
+        let s = set(&[json!({"a": [1]})]);
+        let mut out = vec![99];
+        s.matches(&json!({"a": 1}), &mut out);
+        assert_eq!(out, vec![99, 0]);
+    }
+
+    #[test]
+    fn explicit_scratch_and_many_events() {
+        let s = set(&[json!({"a": [1]}), json!({"a": [2]})]);
+        let mut scratch = MatchScratch::default();
+        for i in 0..1000 {
+            let mut out = Vec::new();
+            s.matches_with(&json!({"a": i % 3}), &mut scratch, &mut out);
+            let want: Vec<usize> = match i % 3 {
+                1 => vec![0],
+                2 => vec![1],
+                _ => vec![],
+            };
+            assert_eq!(out, want);
+        }
+    }
+
+    /// The three verification strategies must agree wherever each applies.
+    #[test]
+    fn verification_strategies_agree() {
+        use crate::rules::pattern::verify::{exact, fast, small};
+        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        fn gen(rnd: &mut impl FnMut(u64) -> u64, depth: u32) -> Value {
+            match if depth > 3 { 0 } else { rnd(6) } {
+                0 | 1 => json!(rnd(3)),
+                2 | 3 => {
+                    let mut m = serde_json::Map::new();
+                    for _ in 0..rnd(4) {
+                        let k = ["b", "c", "d", "b.c"][rnd(4) as usize];
+                        m.insert(k.to_string(), gen(rnd, depth + 1));
+                    }
+                    Value::Object(m)
+                }
+                _ => Value::Array((0..rnd(4)).map(|_| gen(rnd, depth + 1)).collect()),
+            }
+        }
+        let mut checked = [0usize; 3];
+        for _ in 0..4000 {
+            let mut fields = serde_json::Map::new();
+            for k in ["b", "c", "d", "b.c"] {
+                if rnd(2) == 0 {
+                    let item = match rnd(4) {
+                        0 => json!({"exists": false}),
+                        1 => json!({"exists": true}),
+                        _ => json!(rnd(3)),
+                    };
+                    fields.insert(k.to_string(), json!([item]));
+                }
+            }
+            if fields.is_empty() || fields.contains_key("b.c") && fields.contains_key("b") && rnd(2) == 0 {
+                continue;
+            }
+            let p = json!({ "a": Value::Object(fields) });
+            let Ok(set) = PatternSet::compile([("p", &p)]) else {
+                continue;
+            };
+            let ev = json!({ "a": gen(&mut rnd, 0), "x": gen(&mut rnd, 2) });
+            let mut flat = Flat::default();
+            flat.reset(&set.trie);
+            let mut vals = Vec::new();
+            flatten(&set.trie, &ev, &mut flat, &mut vals, &mut Vec::new());
+            for sub in &set.subs {
+                let want = exact(sub, &ev);
+                if let Some(f) = fast(sub, &flat, &vals) {
+                    assert_eq!(f, want, "fast vs exact\npattern {p}\nevent {ev}");
+                    checked[0] += 1;
+                }
+                if let Some(s) = small(sub, &flat, &vals) {
+                    assert_eq!(s, want, "small vs exact\npattern {p}\nevent {ev}");
+                    checked[1] += 1;
+                }
+                checked[2] += 1;
+            }
+        }
+        assert!(checked[0] > 1000 && checked[1] > 1000, "{checked:?}");
+    }
+
+    #[test]
+    fn send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PatternSet>();
+    }
+}

@@ -1,0 +1,454 @@
+//! The SQS adapter against a real LocalStack: the shared backend behaviour suite, SQS specifics,
+//! and the worker end to end. Each test uses fresh, randomly named queues.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::localstack::{self, ENDPOINT};
+use common::*;
+use tokio::sync::oneshot;
+use veltrix_queue::behaviour::{self, Backend, TestQueue};
+use veltrix_queue::memory::{Fault, MemoryQueue, MemoryQueueConfig};
+use veltrix_queue::{ErrorClass, OutboundMessage, Publisher, QueueError, Received, Source};
+use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+
+struct Sqs;
+
+async fn open_source(url: &str, visibility: Option<Duration>) -> SqsSource {
+    SqsSource::open(
+        localstack::client(),
+        SqsSourceOptions {
+            queue_url: url.to_string(),
+            visibility_timeout: visibility,
+            endpoint_url: Some(ENDPOINT.into()),
+        },
+    )
+    .await
+    .expect("open the SQS source")
+}
+
+fn target(url: &str) -> SqsTarget {
+    SqsTarget::new(localstack::client(), url.to_string(), Some(ENDPOINT.into()))
+}
+
+async fn queue(what: &str, visibility_secs: u64) -> String {
+    localstack::create_queue(
+        &localstack::client(),
+        what,
+        false,
+        &[(QueueAttributeName::VisibilityTimeout, visibility_secs.to_string())],
+    )
+    .await
+}
+
+#[async_trait]
+impl Backend for Sqs {
+    async fn fresh(&self, visibility: Duration) -> TestQueue {
+        let url = queue("behaviour", visibility.as_secs().max(1)).await;
+        TestQueue {
+            source: Box::new(open_source(&url, None).await),
+            publisher: Box::new(target(&url)),
+        }
+    }
+    fn min_visibility(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+// The shared behaviour suite, one test per check so they run concurrently.
+#[tokio::test]
+async fn sqs_publish_then_receive_keeps_body_and_attributes() {
+    behaviour::publish_then_receive_keeps_body_and_attributes(&Sqs).await;
+}
+#[tokio::test]
+async fn sqs_acked_message_is_not_redelivered() {
+    behaviour::acked_message_is_not_redelivered(&Sqs).await;
+}
+#[tokio::test]
+async fn sqs_unacked_message_is_redelivered_after_visibility_timeout() {
+    behaviour::unacked_message_is_redelivered_after_visibility_timeout(&Sqs).await;
+}
+#[tokio::test]
+async fn sqs_nack_with_delay_redelivers_after_delay() {
+    behaviour::nack_with_delay_redelivers_after_delay(&Sqs).await;
+}
+#[tokio::test]
+async fn sqs_nack_zero_redelivers_now() {
+    behaviour::nack_zero_redelivers_now(&Sqs).await;
+}
+#[tokio::test]
+async fn sqs_extend_keeps_message_invisible_past_visibility_timeout() {
+    behaviour::extend_keeps_message_invisible_past_visibility_timeout(&Sqs).await;
+}
+#[tokio::test]
+async fn sqs_batch_of_messages_arrives_once() {
+    behaviour::batch_of_messages_arrives_once(&Sqs).await;
+}
+
+#[tokio::test]
+async fn batch_delete_returns_only_the_failed_entries() {
+    let client = localstack::client();
+    let url = queue("partial", 30).await;
+    let source = open_source(&url, None).await;
+    for r in target(&url)
+        .publish(vec![OutboundMessage {
+            body: "a".into(),
+            ..Default::default()
+        }])
+        .await
+    {
+        r.unwrap();
+    }
+    let Received::Messages(got) = source.receive(10, Duration::from_secs(5)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(got.len(), 1);
+    let bogus = veltrix_sqs::source::receipt_token("not-a-receipt-handle");
+    let err = source.ack(vec![got[0].token.clone(), bogus]).await.unwrap_err();
+    assert_eq!(err.failed.len(), 1, "only the bad entry is reported: {}", err.error);
+    assert!(err.error.message.contains("DeleteMessageBatch"), "{}", err.error);
+    assert_eq!(
+        localstack::depth(&client, &url).await,
+        (0, 0),
+        "the valid entry was deleted"
+    );
+    localstack::delete_queue(&client, &url).await;
+}
+
+/// Runs a worker on `source` until `done` holds (bounded), then shuts it down and returns the
+/// summary.
+async fn run_until(
+    worker: veltrix::pipeline::Worker,
+    limit: Duration,
+    what: &str,
+    done: impl FnMut() -> bool,
+) -> veltrix::pipeline::stats::Summary {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let waited = tokio::time::timeout(limit, async {
+        let mut done = done;
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let summary = run.await.unwrap().unwrap();
+    assert!(
+        waited.is_ok(),
+        "timed out after {limit:?} waiting until {what}: {summary}"
+    );
+    summary
+}
+
+fn sqs_worker(
+    source: SqsSource,
+    rules_toml: &str,
+    targets: &Targets,
+    s: veltrix::pipeline::settings::Settings,
+) -> veltrix::pipeline::Worker {
+    veltrix::pipeline::Worker::new(Arc::new(source), rules(rules_toml), targets.list(), 1, s)
+}
+
+const FORWARD_ALL: &str = r#"
+[[rules]]
+name = "all"
+match = { body = { n = [{ exists = true }] } }
+actions = [{ type = "forward", target = "out" }]
+"#;
+
+fn n_body(n: u64) -> OutboundMessage {
+    OutboundMessage {
+        body: format!("{{\"n\": {n}}}").into(),
+        ..Default::default()
+    }
+}
+
+async fn send_all(url: &str, messages: Vec<OutboundMessage>) {
+    let t = target(url);
+    for chunk in messages.chunks(100) {
+        for r in t.publish(chunk.to_vec()).await {
+            r.expect("send to LocalStack");
+        }
+    }
+}
+
+fn sqs_settings() -> veltrix::pipeline::settings::Settings {
+    let mut s = settings();
+    s.receive_wait = Duration::from_secs(1);
+    s.retry.initial_backoff = Duration::from_secs(2);
+    s
+}
+
+#[tokio::test]
+async fn worker_retries_through_the_visibility_timeout_after_the_backoff() {
+    let url = queue("backoff", 30).await;
+    send_all(&url, vec![n_body(1)]).await;
+    let targets = Targets::new();
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::transient("503"),
+        remaining: Some(1),
+    }));
+    let start = tokio::time::Instant::now();
+    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, sqs_settings());
+    let out = targets.out.clone();
+    let summary = run_until(w, Duration::from_secs(30), "the retry arrived", || out.len() == 1).await;
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "the redelivery waited for the backoff: {:?}",
+        start.elapsed()
+    );
+    assert_eq!((summary.received, summary.retried, summary.forwarded), (2, 1, 1));
+    assert_eq!(localstack::depth(&localstack::client(), &url).await, (0, 0));
+    localstack::delete_queue(&localstack::client(), &url).await;
+}
+
+#[tokio::test]
+async fn lease_extension_keeps_a_slow_message_invisible_past_its_visibility_timeout() {
+    let url = queue("lease", 2).await;
+    send_all(&url, vec![n_body(1)]).await;
+    let mut out_cfg = MemoryQueueConfig::named("out");
+    out_cfg.call_latency = Duration::from_secs(6);
+    let targets = Targets {
+        out: MemoryQueue::new(out_cfg),
+        ..Targets::new()
+    };
+    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, sqs_settings());
+    let out = targets.out.clone();
+    let summary = run_until(w, Duration::from_secs(30), "the slow forward finished", || {
+        out.len() == 1
+    })
+    .await;
+    assert_eq!(
+        summary.received, 1,
+        "no redelivery while the 6 s forward ran with a 2 s visibility timeout"
+    );
+    assert!(summary.lease_extensions >= 2, "{summary:?}");
+    localstack::delete_queue(&localstack::client(), &url).await;
+}
+
+#[tokio::test]
+async fn fifo_messages_keep_their_order_per_group() {
+    let client = localstack::client();
+    let url = localstack::create_queue(
+        &client,
+        "fifo",
+        true,
+        &[
+            (QueueAttributeName::ContentBasedDeduplication, "true".into()),
+            (QueueAttributeName::VisibilityTimeout, "30".into()),
+        ],
+    )
+    .await;
+    let messages: Vec<OutboundMessage> = (0..40u64)
+        .map(|n| OutboundMessage {
+            ordering_key: Some(format!("g{}", n % 3)),
+            ..n_body(n)
+        })
+        .collect();
+    send_all(&url, messages).await;
+    let targets = Targets::new();
+    targets.out.set_publish_fault(Some(Fault {
+        error: QueueError::transient("blip"),
+        remaining: Some(1),
+    }));
+    let mut s = sqs_settings();
+    s.pollers = 3;
+    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, s);
+    let out = targets.out.clone();
+    run_until(w, Duration::from_secs(60), "all 40 arrived", || out.len() >= 40).await;
+    let got = numbers(&targets.out.snapshot());
+    for g in 0..3 {
+        let seq: Vec<u64> = got.iter().copied().filter(|n| n % 3 == g).collect();
+        let expected: Vec<u64> = (0..40).filter(|n| n % 3 == g).collect();
+        assert_eq!(seq, expected, "group g{g} kept its order");
+    }
+    localstack::delete_queue(&client, &url).await;
+}
+
+#[tokio::test]
+async fn oversized_message_for_an_sqs_target_is_dead_lettered() {
+    let url = queue("oversize-target", 30).await;
+    let src = source("src");
+    src.push_body(format!("{{\"n\": 1, \"pad\": \"{}\"}}", "x".repeat(1_100_000)));
+    src.push_body("{\"n\": 2}");
+    src.close();
+    let dlq = MemoryQueue::named("dlq");
+    let out: Arc<dyn Publisher> = Arc::new(target(&url));
+    let worker = veltrix::pipeline::Worker::new(
+        Arc::new(src.clone()),
+        rules(FORWARD_ALL),
+        vec![
+            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
+            ("dlq".into(), Arc::new(dlq.clone())),
+            ("out".into(), out),
+        ],
+        1,
+        sqs_settings(),
+    );
+    let summary = worker.run(std::future::pending()).await.unwrap();
+    assert_eq!((summary.forwarded, summary.dead_lettered), (1, 1));
+    let dead = dlq.snapshot();
+    assert_eq!(dead[0].attributes["veltrix.reason"], "target_rejected");
+    assert!(
+        dead[0].attributes["veltrix.error"].contains("exceeds the SQS limit"),
+        "{}",
+        dead[0].attributes["veltrix.error"]
+    );
+    localstack::delete_queue(&localstack::client(), &url).await;
+}
+
+#[tokio::test]
+async fn native_redrive_moves_a_message_the_worker_keeps_retrying_and_nothing_is_lost() {
+    let client = localstack::client();
+    let dlq_url = queue("native-dlq", 30).await;
+    let dlq_arn = localstack::queue_arn(&client, &dlq_url).await;
+    let url = localstack::create_queue(
+        &client,
+        "native-src",
+        false,
+        &[
+            (QueueAttributeName::VisibilityTimeout, "30".into()),
+            (
+                QueueAttributeName::RedrivePolicy,
+                format!("{{\"deadLetterTargetArn\":\"{dlq_arn}\",\"maxReceiveCount\":\"2\"}}"),
+            ),
+        ],
+    )
+    .await;
+    send_all(&url, vec![n_body(1)]).await;
+    let targets = Targets::new();
+    let mut s = sqs_settings();
+    s.retry.initial_backoff = Duration::from_millis(500);
+    s.retry.max_backoff = Duration::from_secs(1);
+    let retry_always = r#"
+[[rules]]
+name = "later"
+match = { body = { n = [{ exists = true }] } }
+max_attempts = 10
+actions = [{ type = "retry" }]
+"#;
+    let w = sqs_worker(open_source(&url, None).await, retry_always, &targets, s);
+    let c2 = client.clone();
+    let dlq2 = dlq_url.clone();
+    let moved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let m2 = moved.clone();
+    let checker = tokio::spawn(async move {
+        loop {
+            let (visible, hidden) = localstack::depth(&c2, &dlq2).await;
+            if visible + hidden >= 1 {
+                m2.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let m3 = moved.clone();
+    let summary = run_until(
+        w,
+        Duration::from_secs(30),
+        "SQS moved the message to its DLQ",
+        move || m3.load(std::sync::atomic::Ordering::SeqCst),
+    )
+    .await;
+    checker.abort();
+    assert_eq!(summary.received, 2, "received exactly maxReceiveCount times");
+    assert_eq!(summary.dead_lettered, 0, "the worker's own budget (10) was not reached");
+    let dlq_source = open_source(&dlq_url, None).await;
+    let Received::Messages(got) = dlq_source.receive(10, Duration::from_secs(5)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "{\"n\": 1}", "the message is in the native DLQ, not lost");
+    localstack::delete_queue(&client, &url).await;
+    localstack::delete_queue(&client, &dlq_url).await;
+}
+
+#[tokio::test]
+async fn missing_queue_and_unreachable_endpoint_give_readable_errors() {
+    let url = format!("{ENDPOINT}/000000000000/{}", localstack::unique_name("missing", false));
+    let err = SqsSource::open(
+        localstack::client(),
+        SqsSourceOptions {
+            queue_url: url.clone(),
+            visibility_timeout: None,
+            endpoint_url: Some(ENDPOINT.into()),
+        },
+    )
+    .await
+    .err()
+    .expect("a missing queue fails to open");
+    assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    assert!(
+        err.message.contains("NonExistentQueue") || err.message.contains("QueueDoesNotExist"),
+        "{err}"
+    );
+    assert!(err.message.contains("check `queue_url`"), "{err}");
+
+    let options = veltrix_sqs::ConnectOptions {
+        endpoint_url: Some("http://127.0.0.1:1".into()),
+        region: Some("us-east-1".into()),
+    };
+    let client = veltrix_sqs::connect(&options, &url).await;
+    let err = SqsSource::open(
+        client,
+        SqsSourceOptions {
+            queue_url: url,
+            visibility_timeout: None,
+            endpoint_url: Some("http://127.0.0.1:1".into()),
+        },
+    )
+    .await
+    .err()
+    .expect("nothing listens on port 1");
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    assert!(
+        err.message.contains("is LocalStack running on http://127.0.0.1:1?"),
+        "{err}"
+    );
+    assert!(
+        err.message.to_lowercase().contains("connect") || err.message.contains("dispatch"),
+        "the cause is shown: {err}"
+    );
+}
+
+#[tokio::test]
+async fn worker_drains_ten_thousand_messages_with_none_lost_and_none_in_flight() {
+    let client = localstack::client();
+    let url = queue("drain10k", 30).await;
+    send_all(&url, (0..10_000).map(n_body).collect()).await;
+    let targets = Targets::new();
+    let mut s = sqs_settings();
+    s.pollers = 8;
+    s.max_in_flight = 512;
+    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, s);
+    let out = targets.out.clone();
+    let summary = run_until(w, Duration::from_secs(240), "10,000 messages arrived", || {
+        out.len() >= 10_000
+    })
+    .await;
+    let got: BTreeSet<u64> = numbers(&targets.out.snapshot()).into_iter().collect();
+    assert_eq!(got.len(), 10_000, "every id arrived");
+    assert_eq!(got, (0..10_000).collect());
+    assert_eq!(summary.dead_lettered, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = localstack::depth(&client, &url).await;
+        if d == (0, 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue not empty after the drain: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    localstack::delete_queue(&client, &url).await;
+}
