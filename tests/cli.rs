@@ -82,10 +82,17 @@ fn quickstart_routes_every_event_and_dead_letters_with_reasons() {
 }
 
 #[test]
-fn check_accepts_the_quickstart() {
+fn check_accepts_the_examples() {
     let out = veltrix(&["check", "-c", repo().join("examples/quickstart.toml").to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (6 rules, 4 targets"));
+    let out = veltrix(&[
+        "check",
+        "-c",
+        repo().join("examples/sqs-localstack.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (2 rules, 2 targets, source sqs"));
 }
 
 #[test]

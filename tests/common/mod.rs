@@ -56,7 +56,10 @@ impl Targets {
 pub fn settings() -> Settings {
     Settings {
         receive_wait: Duration::from_millis(100),
-        retry: RetryPolicy { initial_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(60) },
+        retry: RetryPolicy {
+            initial_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        },
         drain_timeout: Duration::from_secs(10),
         ..Settings::default()
     }
