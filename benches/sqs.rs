@@ -1,0 +1,200 @@
+//! Worker throughput on a LocalStack SQS queue against a bare aws-sdk-sqs receive+delete loop,
+//! measured in the same run on the same kind of queue, and messages/s versus pollers.
+//!
+//! Needs LocalStack on 127.0.0.1:4566 (`localstack/start.sh`; `benches/run.sh` starts it).
+//! Run: `cargo bench --bench sqs` (add `-- quick` for a shorter run).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use serde_json::json;
+use veltrix::config::load_str;
+use veltrix::pipeline::settings::Settings;
+use veltrix::pipeline::Worker;
+use veltrix_queue::memory::MemoryQueue;
+use veltrix_queue::Publisher;
+use veltrix_sqs::{SqsSource, SqsSourceOptions};
+
+const ENDPOINT: &str = "http://127.0.0.1:4566";
+
+fn client() -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(ENDPOINT)
+        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
+        .build();
+    Client::from_conf(config)
+}
+
+async fn fresh_queue(c: &Client) -> String {
+    let name = format!("veltrix-bench-{:016x}", fastrand::u64(..));
+    c.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create queue (is LocalStack running?)")
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+async fn fill(c: &Client, url: &str, n: usize) {
+    let body =
+        serde_json::to_string(&json!({"type": "order.created", "id": "o-1", "amount": 1500, "pad": "x".repeat(800)}))
+            .unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, url, body, sent) = (c.clone(), url.to_string(), body.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            while sent.fetch_add(10, Ordering::SeqCst) < n {
+                let mut req = c.send_message_batch().queue_url(&url);
+                for i in 0..10 {
+                    req = req.entries(
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(&body)
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                req.send().await.expect("send");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// The baseline: `pollers` loops of receive(10, long poll) + DeleteMessageBatch.
+async fn bare_loop(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..pollers {
+        let (c, url, done) = (c.clone(), url.to_string(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while done.load(Ordering::SeqCst) < n {
+                let out = c
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .unwrap();
+                let msgs = out.messages();
+                if msgs.is_empty() {
+                    continue;
+                }
+                let mut del = c.delete_message_batch().queue_url(&url);
+                for (i, m) in msgs.iter().enumerate() {
+                    del = del.entries(
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle().unwrap())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                del.send().await.unwrap();
+                done.fetch_add(msgs.len(), Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The worker: same queue kind, `pollers` pollers, a rule set that matches and drops (acks).
+async fn worker_run(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
+    let config = json!({
+        "source": {"type": "file", "path": "-"},
+        "targets": {"dlq": {"type": "stdout"}},
+        "pipeline": {"dead_letter": "dlq"},
+        "rules": [{"name": "orders", "match": {"body": {"type": [{"prefix": "order."}]}}, "actions": [{"type": "drop"}]}],
+    });
+    let rules = load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
+        .unwrap()
+        .rules;
+    let source = SqsSource::open(
+        c.clone(),
+        SqsSourceOptions {
+            queue_url: url.to_string(),
+            visibility_timeout: None,
+            endpoint_url: Some(ENDPOINT.into()),
+        },
+    )
+    .await
+    .unwrap();
+    let settings = Settings {
+        pollers,
+        max_in_flight: pollers * 20,
+        receive_wait: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let dlq: Arc<dyn Publisher> = Arc::new(MemoryQueue::named("dlq"));
+    let worker = Worker::new(Arc::new(source), rules, vec![("dlq".into(), dlq)], 0, settings);
+    let stats = worker.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let start = Instant::now();
+    let run = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    while stats.snapshot().dropped < n as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+    n as f64 / secs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "quick");
+    let n = if quick { 2_000 } else { 10_000 };
+    let runs = if quick { 1 } else { 3 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = client();
+        for pollers in [1usize, 2, 4, 8] {
+            let mut bare = Vec::new();
+            let mut ours = Vec::new();
+            for _ in 0..runs {
+                let url = fresh_queue(&c).await;
+                fill(&c, &url, n).await;
+                bare.push(bare_loop(&c, &url, n, pollers).await);
+                let url2 = fresh_queue(&c).await;
+                fill(&c, &url2, n).await;
+                ours.push(worker_run(&c, &url2, n, pollers).await);
+                let _ = c.delete_queue().queue_url(&url).send().await;
+                let _ = c.delete_queue().queue_url(&url2).send().await;
+            }
+            let (b, w) = (median(bare), median(ours));
+            println!(
+                "localstack_sqs pollers={pollers}: worker {w:.0} msg/s, bare receive+delete loop {b:.0} msg/s, ratio {:.2} (median of {runs}, {n} messages each)",
+                w / b
+            );
+        }
+    });
+}
