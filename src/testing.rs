@@ -99,55 +99,61 @@ pub fn run_tests(
         name: config.source.name(),
     };
     let mut counts = TestCounts::default();
-    for (index, line) in input.lines().enumerate() {
+    for (index, line) in input.split(b'\n').enumerate() {
         let line = line?;
-        let line = line.trim_end_matches('\r');
-        let parsed = if options.envelope {
-            parse_envelope_line(line)
-        } else {
-            match envelope::decode_body(line.as_bytes()) {
-                Ok(body) => Ok(EnvelopeLine {
-                    body,
-                    attributes: Attributes::new(),
-                    delivery_attempt: 1,
-                }),
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        let record = match parsed {
-            Err(error) => {
-                counts.invalid_lines += 1;
-                json!({"event": index, "error": error})
-            }
-            Ok(e) => {
-                counts.events += 1;
-                let env = envelope::build(e.body, &e.attributes, &info, e.delivery_attempt);
-                let plan = config.rules.plan(&env, e.delivery_attempt);
-                let mut record = describe(config, index, &plan);
-                if options.explain {
-                    let explained: Vec<Value> = config
-                        .rules
-                        .rules()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, rule)| {
-                            let mut v = serde_json::to_value(config.rules.explain(i, &env)).unwrap_or(Value::Null);
-                            if let Value::Object(m) = &mut v {
-                                m.insert("rule".into(), Value::String(rule.name.clone()));
-                            }
-                            v
-                        })
-                        .collect();
-                    record["explain"] = Value::Array(explained);
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let record = if options.envelope {
+            let parsed = std::str::from_utf8(line)
+                .map_err(|e| format!("line is not UTF-8: {e}"))
+                .and_then(parse_envelope_line);
+            match parsed {
+                Err(error) => {
+                    counts.invalid_lines += 1;
+                    json!({"event": index, "error": error})
                 }
-                record
+                Ok(e) => {
+                    counts.events += 1;
+                    let env = envelope::build(e.body, &e.attributes, &info, e.delivery_attempt);
+                    let plan = config.rules.plan(&env, e.delivery_attempt);
+                    record_for(config, index, &plan, options.explain.then_some(&env))
+                }
             }
+        } else {
+            // Bodies go through exactly what the worker runs.
+            counts.events += 1;
+            let plan = config.rules.plan_message(line, &Attributes::new(), &info, 1);
+            let env = options.explain.then(|| {
+                let body = envelope::decode_body(line).unwrap_or(Value::Null);
+                envelope::build(body, &Attributes::new(), &info, 1)
+            });
+            record_for(config, index, &plan, env.as_ref())
         };
         serde_json::to_writer(&mut out, &record).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(counts)
+}
+
+fn record_for(config: &Config, index: usize, plan: &Plan, explain: Option<&Value>) -> Value {
+    let mut record = describe(config, index, plan);
+    if let Some(env) = explain {
+        let explained: Vec<Value> = config
+            .rules
+            .rules()
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let mut v = serde_json::to_value(config.rules.explain(i, env)).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("rule".into(), Value::String(rule.name.clone()));
+                }
+                v
+            })
+            .collect();
+        record["explain"] = Value::Array(explained);
+    }
+    record
 }
 
 fn describe(config: &Config, index: usize, plan: &Plan) -> Value {
@@ -241,6 +247,26 @@ actions = [{ type = "drop" }]
         assert_eq!(lines[0]["matched"], json!(["vip"]));
         assert_eq!(lines[0]["outcome"], "drop");
         assert!(lines[1]["error"].as_str().unwrap().contains("no `body`"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_dead_lettered_like_the_worker_does() {
+        let mut out = Vec::new();
+        run_tests(
+            &config(),
+            &b"\xff\xfe\n{\"type\":\"order\"}\n"[..],
+            &mut out,
+            TestOptions::default(),
+        )
+        .unwrap();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["outcome"], "dead_letter");
+        assert_eq!(lines[0]["reason"], "undecodable_body");
+        assert_eq!(lines[1]["outcome"], "forward");
     }
 
     #[test]

@@ -421,6 +421,9 @@ fn indexed_matcher_agrees_with_naive_reference() {
         let names: Vec<String> = (0..pats.len()).map(|i| format!("p{i}")).collect();
         let set = PatternSet::compile(names.iter().map(String::as_str).zip(pats.iter()))
             .unwrap_or_else(|e| panic!("generated pattern rejected: {e}\n{pats:#?}"));
+        // The same patterns as the worker sees them, under `body`, to check pruned decoding.
+        let under_body: Vec<Value> = pats.iter().map(|p| serde_json::json!({ "body": p })).collect();
+        let body_set = PatternSet::compile(names.iter().map(String::as_str).zip(under_body.iter())).unwrap();
         for _ in 0..20 {
             let ev = gen_event(&mut r);
             let mut leaves = Vec::new();
@@ -436,6 +439,12 @@ fn indexed_matcher_agrees_with_naive_reference() {
                 "\nevent: {ev}\npatterns: {}",
                 serde_json::to_string(&pats).unwrap()
             );
+            let pruned = body_set
+                .decode_pruned("body", ev.to_string().as_bytes())
+                .expect("valid JSON decodes");
+            let mut via_pruned = Vec::new();
+            body_set.matches(&serde_json::json!({ "body": pruned }), &mut via_pruned);
+            assert_eq!(via_pruned, want, "pruned decoding changed the matches\nevent: {ev}");
             for (i, p) in pats.iter().enumerate() {
                 assert_eq!(
                     set.explain(i, &ev).matched,

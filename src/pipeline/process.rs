@@ -10,7 +10,6 @@ use bytes::Bytes;
 use veltrix_queue::{Delivery, OutboundMessage, QueueError};
 
 use crate::pipeline::Context;
-use crate::rules::envelope;
 use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Reason};
 
 /// Attribute added to forwarded messages and dead letters: the source message id.
@@ -41,18 +40,8 @@ pub enum Settled {
 
 /// Decides what to do with a delivery (pure apart from running transforms).
 pub fn plan_for(ctx: &Context, d: &Delivery) -> Plan {
-    match envelope::decode_body(&d.body) {
-        Ok(body) => {
-            let env = envelope::build(body, &d.attributes, &ctx.source_info, d.delivery_attempt);
-            ctx.rules.plan(&env, d.delivery_attempt)
-        }
-        Err(e) => Plan::dead_letter(
-            Reason::UndecodableBody,
-            None,
-            e.to_string(),
-            ctx.rules.default_max_attempts(),
-        ),
-    }
+    ctx.rules
+        .plan_message(&d.body, &d.attributes, &ctx.source_info, d.delivery_attempt)
 }
 
 /// What the publishes of a plan amounted to.

@@ -18,6 +18,7 @@ pub mod transform;
 use std::sync::Arc;
 
 use serde_json::Value;
+use veltrix_queue::{Attributes, SourceInfo};
 
 use crate::rules::pattern::{Explanation, PatternSet};
 use crate::rules::plan::{DeadLetter, Disposition, Forward, ForwardBody, Plan, Reason};
@@ -118,6 +119,51 @@ impl RuleSet {
     /// Why rule `rule` did or did not match.
     pub fn explain(&self, rule: usize, envelope: &Value) -> Explanation {
         self.patterns.explain(rule, envelope)
+    }
+
+    /// Decides what to do with a message from its raw parts: the body is parsed only as far as
+    /// patterns look (see [`PatternSet::decode_pruned`]), and in full only when a matched rule
+    /// has a transform. A body that is not JSON is a string; one that is not UTF-8 is
+    /// dead-lettered as `undecodable_body`.
+    pub fn plan_message(
+        &self,
+        body: &[u8],
+        attributes: &Attributes,
+        source: &SourceInfo,
+        delivery_attempt: u32,
+    ) -> Plan {
+        let for_matching = match self.patterns.decode_pruned("body", body) {
+            Ok(v) => v,
+            Err(_) => match std::str::from_utf8(body) {
+                Ok(text) => Value::String(text.to_string()),
+                Err(e) => {
+                    let error = envelope::UndecodableBody {
+                        offset: e.valid_up_to(),
+                    }
+                    .to_string();
+                    return Plan::dead_letter(Reason::UndecodableBody, None, error, self.default_max_attempts);
+                }
+            },
+        };
+        let env = envelope::build(for_matching, attributes, source, delivery_attempt);
+        let mut matched = Vec::new();
+        self.matching(&env, &mut matched);
+        if !self.needs_full_envelope(&matched) {
+            return self.plan_matched(matched, &env, delivery_attempt);
+        }
+        let full_body = envelope::decode_body(body).expect("the body decoded once already");
+        let full = envelope::build(full_body, attributes, source, delivery_attempt);
+        self.plan_matched(matched, &full, delivery_attempt)
+    }
+
+    /// True when one of the `matched` rules transforms (and so needs the whole envelope).
+    pub fn needs_full_envelope(&self, matched: &[usize]) -> bool {
+        matched.iter().any(|&i| {
+            self.rules[i]
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Forward { transform: Some(_), .. }))
+        })
     }
 
     /// Decides what to do with an event on its `delivery_attempt`-th delivery.

@@ -173,6 +173,18 @@ impl PathTrie {
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
+
+    /// The node an event key (possibly dotted) leads to from `node`, if any pattern uses it.
+    #[inline]
+    pub fn child(&self, node: u32, key: &str) -> Option<u32> {
+        self.nodes[node as usize].keys.get(key)
+    }
+
+    /// True when some pattern path continues below `node`.
+    #[inline]
+    pub fn has_children(&self, node: u32) -> bool {
+        self.nodes[node as usize].keys.len() > 0
+    }
 }
 
 /// One flattened leaf.

@@ -220,6 +220,25 @@ impl PatternSet {
         flat.trim(KEEP);
     }
 
+    /// Parses `json`, which patterns see under the top-level field `field` (the worker's
+    /// `body`), keeping only the members some pattern can look at. Matching the result placed
+    /// under `field` gives exactly the matches of the fully parsed document; invalid JSON is an
+    /// error exactly when a full parse fails.
+    pub fn decode_pruned(&self, field: &str, json: &[u8]) -> serde_json::Result<Value> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let value = match self.trie.child(0, field) {
+            Some(node) => {
+                serde::de::DeserializeSeed::deserialize(super::decode::Pruned { trie: &self.trie, node }, &mut de)?
+            }
+            None => {
+                serde::de::Deserialize::deserialize(&mut de).map(|_: serde::de::IgnoredAny| ())?;
+                Value::Null
+            }
+        };
+        de.end()?;
+        Ok(value)
+    }
+
     /// Slow path for humans: why pattern `id` did or did not match `event`.
     ///
     /// # Panics

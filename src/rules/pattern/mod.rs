@@ -28,6 +28,7 @@
 
 mod anchors;
 mod compile;
+mod decode;
 mod explain;
 mod flatten;
 mod index;
