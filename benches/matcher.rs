@@ -33,16 +33,15 @@ fn veltrix_match(set: &PatternSet, info: &SourceInfo, attrs: &Attributes, event:
     out.len()
 }
 
-fn bench(c: &mut Criterion) {
+/// Compiles both matchers on the same patterns, checks they agree on every event, and benches
+/// them side by side.
+fn side_by_side(c: &mut Criterion, group: &str, vocab: &workload::Vocab) {
     let info = SourceInfo {
         kind: "memory",
         name: "bench".into(),
     };
     let attrs = Attributes::new();
-    let (patterns, events) = workload::workload(PATTERNS, EVENTS, true);
-    let avg = events.iter().map(Vec::len).sum::<usize>() / events.len();
-    eprintln!("workload: {PATTERNS} patterns, {EVENTS} events of {avg} bytes on average");
-
+    let (patterns, events) = workload::workload_with(vocab, PATTERNS, EVENTS, true);
     let set = veltrix_set(&patterns);
     // quamina's default automaton budget (10 MiB) is too small for 1,000 patterns.
     let mut quamina = quamina::QuaminaBuilder::<usize>::new()
@@ -54,7 +53,6 @@ fn bench(c: &mut Criterion) {
             .add_pattern(i, &p.to_string())
             .expect("quamina accepts the shared subset");
     }
-    // Both must agree before their speed is compared.
     let mut out = Vec::new();
     let mut total = 0;
     for e in &events {
@@ -69,46 +67,57 @@ fn bench(c: &mut Criterion) {
         );
         total += out.len();
     }
-    eprintln!("matches per event: {:.2}", total as f64 / events.len() as f64);
-
-    let mut group = c.benchmark_group("parse_and_match_1000_patterns");
-    group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("veltrix", |b| {
+    let avg = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    eprintln!(
+        "{group}: {PATTERNS} patterns, {EVENTS} events of {avg} bytes on average, {:.2} matching rules per event",
+        total as f64 / events.len() as f64
+    );
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("veltrix", |b| {
         let mut out = Vec::new();
         b.iter(|| {
-            let mut n = 0;
-            for e in &events {
-                n += veltrix_match(&set, &info, &attrs, black_box(e), &mut out);
-            }
-            n
+            events
+                .iter()
+                .map(|e| veltrix_match(&set, &info, &attrs, black_box(e), &mut out))
+                .sum::<usize>()
         })
     });
-    group.bench_function("quamina", |b| {
+    g.bench_function("quamina", |b| {
         b.iter(|| {
-            let mut n = 0;
-            for e in &events {
-                n += quamina.matches_for_event(black_box(e)).unwrap().len();
-            }
-            n
+            events
+                .iter()
+                .map(|e| quamina.matches_for_event(black_box(e)).unwrap().len())
+                .sum::<usize>()
         })
     });
-    group.finish();
+    g.finish();
+}
 
+fn bench(c: &mut Criterion) {
+    side_by_side(c, "parse_and_match_1000_patterns_typical", &workload::Vocab::typical());
+    side_by_side(c, "parse_and_match_1000_patterns_dense", &workload::Vocab::dense());
+
+    // veltrix alone on the full operator mix (adds `$or` and `wildcard`).
+    let info = SourceInfo {
+        kind: "memory",
+        name: "bench".into(),
+    };
+    let attrs = Attributes::new();
     let (full, events) = workload::workload(PATTERNS, EVENTS, false);
     let set = veltrix_set(&full);
-    let mut group = c.benchmark_group("parse_and_match_1000_patterns_full_mix");
-    group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("veltrix", |b| {
+    let mut g = c.benchmark_group("parse_and_match_1000_patterns_full_mix");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("veltrix", |b| {
         let mut out = Vec::new();
         b.iter(|| {
-            let mut n = 0;
-            for e in &events {
-                n += veltrix_match(&set, &info, &attrs, black_box(e), &mut out);
-            }
-            n
+            events
+                .iter()
+                .map(|e| veltrix_match(&set, &info, &attrs, black_box(e), &mut out))
+                .sum::<usize>()
         })
     });
-    group.finish();
+    g.finish();
 }
 
 criterion_group!(benches, bench);

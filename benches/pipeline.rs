@@ -78,7 +78,6 @@ fn settings(max_in_flight: usize, pollers: usize) -> Settings {
         max_in_flight,
         pollers,
         receive_wait: Duration::from_millis(50),
-        flush_interval: Duration::ZERO,
         ..Settings::default()
     }
 }

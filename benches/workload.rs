@@ -1,5 +1,5 @@
-//! The benchmark workload shared by the matcher benchmarks: ~1 KB events and 1,000 mixed
-//! EventBridge patterns, generated deterministically.
+//! The benchmark workload shared by the benchmarks: ~0.7 KB events and mixed EventBridge
+//! patterns, generated deterministically.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ impl Rng {
     }
 }
 
-pub const TYPES: &[&str] = &[
+const TYPES: &[&str] = &[
     "order.created",
     "order.paid",
     "order.shipped",
@@ -39,7 +39,7 @@ pub const TYPES: &[&str] = &[
     "invoice.issued",
     "refund.requested",
 ];
-pub const REGIONS: &[&str] = &[
+const REGIONS: &[&str] = &[
     "eu-west-1",
     "eu-central-1",
     "us-east-1",
@@ -47,19 +47,51 @@ pub const REGIONS: &[&str] = &[
     "ap-south-1",
     "sa-east-1",
 ];
-pub const SOURCES: &[&str] = &["checkout", "payments", "identity", "warehouse", "billing", "support"];
-pub const TIERS: &[&str] = &["free", "pro", "enterprise", "GOLD", "Silver"];
+const SOURCES: &[&str] = &["checkout", "payments", "identity", "warehouse", "billing", "support"];
+const TIERS: &[&str] = &["free", "pro", "enterprise", "GOLD", "Silver"];
 
-/// One ~1 KB event.
-pub fn event(rng: &mut Rng, i: u64) -> Value {
+/// The names events and patterns draw from. A small vocabulary makes many rules match each event
+/// (dense); a large one gives the few matches per event of a typical deployment.
+pub struct Vocab {
+    pub types: Vec<String>,
+    pub sources: Vec<String>,
+}
+
+impl Vocab {
+    /// 12 event types, 6 sources.
+    pub fn dense() -> Self {
+        Self {
+            types: TYPES.iter().map(|t| t.to_string()).collect(),
+            sources: SOURCES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// 240 event types (12 × 20 tenants), 60 sources.
+    pub fn typical() -> Self {
+        Self {
+            types: (0..20)
+                .flat_map(|t| TYPES.iter().map(move |ty| format!("{ty}.t{t}")))
+                .collect(),
+            sources: (0..10)
+                .flat_map(|t| SOURCES.iter().map(move |s| format!("{s}{t}")))
+                .collect(),
+        }
+    }
+}
+
+/// One ~0.7 KB event.
+pub fn event(rng: &mut Rng, v: &Vocab, i: u64) -> Value {
     let items: Vec<Value> = (0..4)
-        .map(|k| json!({"sku": format!("SKU-{:05}", rng.below(50_000)), "qty": rng.below(9) + 1, "price": (rng.below(100_000) as f64) / 100.0, "line": k}))
+        .map(|k| {
+            json!({"sku": format!("SKU-{:05}", rng.below(50_000)), "qty": rng.below(9) + 1,
+                   "price": (rng.below(100_000) as f64) / 100.0, "line": k})
+        })
         .collect();
     json!({
         "version": "0",
         "id": format!("{:016x}-{i}", rng.next()),
-        "detail-type": *rng.pick(TYPES),
-        "source": format!("com.example.{}", rng.pick(SOURCES)),
+        "detail-type": rng.pick(&v.types),
+        "source": format!("com.example.{}", rng.pick(&v.sources)),
         "account": format!("{:012}", rng.below(1_000_000_000_000)),
         "time": format!("2026-11-{:02}T{:02}:{:02}:00Z", rng.below(28) + 1, rng.below(24), rng.below(60)),
         "region": *rng.pick(REGIONS),
@@ -67,7 +99,8 @@ pub fn event(rng: &mut Rng, i: u64) -> Value {
         "detail": {
             "amount": rng.below(5_000),
             "currency": *rng.pick(&["EUR", "USD", "GBP", "JPY"]),
-            "customer": {"id": format!("c-{}", rng.below(100_000)), "tier": *rng.pick(TIERS), "country": *rng.pick(&["DE", "FR", "US", "IN", "BR", "JP"])},
+            "customer": {"id": format!("c-{}", rng.below(100_000)), "tier": *rng.pick(TIERS),
+                         "country": *rng.pick(&["DE", "FR", "US", "IN", "BR", "JP"])},
             "client_ip": format!("10.{}.{}.{}", rng.below(4), rng.below(256), rng.below(256)),
             "items": items,
             "flags": {"gift": rng.below(2) == 0, "express": rng.below(3) == 0},
@@ -76,42 +109,42 @@ pub fn event(rng: &mut Rng, i: u64) -> Value {
     })
 }
 
-/// The kinds of patterns in the mix; `quamina_ok` says whether the quamina crate accepts it.
-pub fn pattern(rng: &mut Rng, quamina_ok: bool) -> Value {
+/// One pattern of the mix. With `quamina_ok`, only kinds the quamina crate accepts.
+pub fn pattern(rng: &mut Rng, v: &Vocab, quamina_ok: bool) -> Value {
     let kinds = if quamina_ok { 9 } else { 11 };
+    let ty = rng.pick(&v.types).clone();
     match rng.below(kinds) {
-        0 => json!({"detail-type": [rng.pick(TYPES)], "source": [format!("com.example.{}", rng.pick(SOURCES))]}),
-        1 => json!({"detail-type": [rng.pick(TYPES)], "detail": {"amount": [{"numeric": [">", rng.below(5000)]}]}}),
-        2 => json!({"region": [{"prefix": &rng.pick(REGIONS)[..3]}], "detail-type": [rng.pick(TYPES)]}),
-        3 => {
-            json!({"detail": {"customer": {"tier": [{"equals-ignore-case": rng.pick(TIERS).to_lowercase()}]}}, "detail-type": [rng.pick(TYPES)]})
-        }
-        4 => {
-            json!({"detail": {"currency": [{"anything-but": ["EUR", "USD"]}], "customer": {"country": [rng.pick(&["DE", "FR", "US"])]}}})
-        }
+        0 => json!({"detail-type": [ty], "source": [format!("com.example.{}", rng.pick(&v.sources))]}),
+        1 => json!({"detail-type": [ty], "detail": {"amount": [{"numeric": [">", rng.below(5000)]}]}}),
+        2 => json!({"region": [{"prefix": &rng.pick(REGIONS)[..3]}], "detail-type": [ty]}),
+        3 => json!({"detail-type": [ty],
+                    "detail": {"customer": {"tier": [{"equals-ignore-case": rng.pick(TIERS).to_lowercase()}]}}}),
+        4 => json!({"detail-type": [ty],
+                    "detail": {"currency": [{"anything-but": ["EUR", "USD"]}],
+                               "customer": {"country": [rng.pick(&["DE", "FR", "US"])]}}}),
         5 => json!({"detail": {"items": {"sku": [format!("SKU-{:05}", rng.below(50_000))]}}}),
-        6 => json!({"source": [{"suffix": rng.pick(SOURCES)}], "detail": {"flags": {"gift": [true]}}}),
-        7 => {
-            json!({"detail-type": [rng.pick(TYPES), rng.pick(TYPES)], "detail": {"amount": [{"numeric": [">=", 100, "<", 100 + rng.below(4000)]}]}})
-        }
-        8 => {
-            json!({"detail": {"client_ip": [{"cidr": format!("10.{}.0.0/16", rng.below(4))}], "customer": {"tier": ["pro"]}}})
-        }
-        9 => {
-            json!({"$or": [{"detail-type": [rng.pick(TYPES)]}, {"detail": {"amount": [{"numeric": ["<", rng.below(50)]}]}}]})
-        }
-        _ => {
-            json!({"detail": {"note": [{"wildcard": "*delivery*door*"}], "customer": {"id": [format!("c-{}", rng.below(100_000))]}}})
-        }
+        6 => json!({"source": [{"suffix": rng.pick(&v.sources)}], "detail": {"flags": {"gift": [true]}}}),
+        7 => json!({"detail-type": [ty, rng.pick(&v.types)],
+                    "detail": {"amount": [{"numeric": [">=", 100, "<", 100 + rng.below(4000)]}]}}),
+        8 => json!({"detail-type": [ty],
+                    "detail": {"client_ip": [{"cidr": format!("10.{}.0.0/16", rng.below(4))}], "customer": {"tier": ["pro"]}}}),
+        9 => json!({"$or": [{"detail-type": [ty]}, {"detail": {"amount": [{"numeric": ["<", rng.below(50)]}]}}]}),
+        _ => json!({"detail": {"note": [{"wildcard": "*delivery*door*"}],
+                               "customer": {"id": [format!("c-{}", rng.below(100_000))]}}}),
     }
 }
 
-/// `n` patterns and `events` serialized events.
+/// `n` patterns and `events` serialized events over the typical vocabulary.
 pub fn workload(n: usize, events: usize, quamina_ok: bool) -> (Vec<Value>, Vec<Vec<u8>>) {
+    workload_with(&Vocab::typical(), n, events, quamina_ok)
+}
+
+/// [`workload`] over a chosen vocabulary.
+pub fn workload_with(v: &Vocab, n: usize, events: usize, quamina_ok: bool) -> (Vec<Value>, Vec<Vec<u8>>) {
     let mut rng = Rng::new(0x5eed);
-    let patterns = (0..n).map(|_| pattern(&mut rng, quamina_ok)).collect();
+    let patterns = (0..n).map(|_| pattern(&mut rng, v, quamina_ok)).collect();
     let events = (0..events as u64)
-        .map(|i| serde_json::to_vec(&event(&mut rng, i)).unwrap())
+        .map(|i| serde_json::to_vec(&event(&mut rng, v, i)).unwrap())
         .collect();
     (patterns, events)
 }

@@ -469,7 +469,7 @@ async fn acks_are_batched() {
     let targets = Targets::new();
     let mut s = settings();
     s.max_in_flight = 100;
-    s.flush_interval = Duration::from_millis(5);
+    s.ack_linger = Duration::from_millis(5);
     let summary = worker(&src, rules(FORWARD_ORDERS), &targets, s)
         .run(std::future::pending())
         .await

@@ -46,9 +46,14 @@ pub mod defaults {
     pub const fn max_lease_secs() -> u64 {
         3600
     }
-    /// Extra wait to fill a batch of acks or publishes; 0 flushes whatever is queued as soon
-    /// as a flush slot is free (batches still fill up under load).
-    pub const fn flush_ms() -> u64 {
+    /// Longest wait to fill a batch of acks: fuller `DeleteMessageBatch` calls mean fewer
+    /// requests; an ack that waits delays only the deletion, not the message.
+    pub const fn ack_flush_ms() -> u64 {
+        10
+    }
+    /// Extra wait to fill a batch of publishes; 0 publishes what is queued as soon as a slot is
+    /// free (batches still fill under load), so forwarding adds no latency.
+    pub const fn publish_flush_ms() -> u64 {
         0
     }
 }
@@ -156,9 +161,12 @@ pub struct RawPipeline {
     /// Longest time one message's lease is kept extended (default 3600 s).
     #[serde(default = "defaults::max_lease_secs")]
     pub max_lease_secs: u64,
-    /// Extra wait to fill ack and publish batches (default 0 ms: flush when idle).
-    #[serde(default = "defaults::flush_ms")]
-    pub flush_ms: u64,
+    /// Longest wait to fill an ack batch (default 10 ms).
+    #[serde(default = "defaults::ack_flush_ms")]
+    pub ack_flush_ms: u64,
+    /// Extra wait to fill a publish batch (default 0 ms: publish what is queued at once).
+    #[serde(default = "defaults::publish_flush_ms")]
+    pub publish_flush_ms: u64,
 }
 
 impl Default for RawPipeline {
@@ -169,7 +177,8 @@ impl Default for RawPipeline {
             retry: RawRetry::default(),
             drain_timeout_secs: defaults::drain_timeout_secs(),
             max_lease_secs: defaults::max_lease_secs(),
-            flush_ms: defaults::flush_ms(),
+            ack_flush_ms: defaults::ack_flush_ms(),
+            publish_flush_ms: defaults::publish_flush_ms(),
         }
     }
 }

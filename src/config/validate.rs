@@ -224,7 +224,8 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     }
     c.range("pipeline.drain_timeout_secs", p.drain_timeout_secs, 0, 3600, " s");
     c.range("pipeline.max_lease_secs", p.max_lease_secs, 1, MAX_DELAY_SECS, " s");
-    c.range("pipeline.flush_ms", p.flush_ms, 0, 1000, " ms");
+    c.range("pipeline.ack_flush_ms", p.ack_flush_ms, 0, 1000, " ms");
+    c.range("pipeline.publish_flush_ms", p.publish_flush_ms, 0, 1000, " ms");
 
     let mut rules = Vec::new();
     let mut patterns: Vec<Value> = Vec::new();
@@ -296,7 +297,8 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         },
         drain_timeout: Duration::from_secs(p.drain_timeout_secs),
         max_lease: Duration::from_secs(p.max_lease_secs),
-        flush_interval: Duration::from_millis(p.flush_ms),
+        ack_linger: Duration::from_millis(p.ack_flush_ms),
+        publish_linger: Duration::from_millis(p.publish_flush_ms),
     };
     Ok(Config {
         file: file.to_path_buf(),

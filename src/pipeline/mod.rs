@@ -133,10 +133,10 @@ impl Worker {
         let stop_keeper = CancellationToken::new();
         let (leases, keeper_task) =
             LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
-        let (acks, acker) = Acker::spawn(source.clone(), stats.clone(), settings.flush_interval);
+        let (acks, acker) = Acker::spawn(source.clone(), stats.clone(), settings.ack_linger);
         let targets: Vec<BatchingPublisher> = targets
             .into_iter()
-            .map(|(name, publisher)| BatchingPublisher::spawn(name, publisher, settings.flush_interval))
+            .map(|(name, publisher)| BatchingPublisher::spawn(name, publisher, settings.publish_linger))
             .collect();
         let ctx = Arc::new(Context {
             source_info: source.info(),

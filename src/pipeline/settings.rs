@@ -19,8 +19,10 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Longest time the lease keeper holds one message.
     pub max_lease: Duration,
-    /// Extra wait to fill ack and publish batches (zero: flush as soon as a slot is free).
-    pub flush_interval: Duration,
+    /// Longest wait to fill an ack batch.
+    pub ack_linger: Duration,
+    /// Extra wait to fill a publish batch (zero: publish as soon as a slot is free).
+    pub publish_linger: Duration,
 }
 
 impl Default for Settings {
@@ -35,7 +37,8 @@ impl Default for Settings {
             },
             drain_timeout: Duration::from_secs(30),
             max_lease: Duration::from_secs(3600),
-            flush_interval: Duration::ZERO,
+            ack_linger: Duration::from_millis(10),
+            publish_linger: Duration::ZERO,
         }
     }
 }
