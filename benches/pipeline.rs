@@ -25,6 +25,11 @@ use veltrix::rules::RuleSet;
 use veltrix_queue::memory::{MemoryQueue, MemoryQueueConfig};
 use veltrix_queue::{OutboundMessage, Publisher, QueueError};
 
+/// mimalloc: the worker allocates many small, short-lived objects per message (parsed values,
+/// attribute maps); glibc malloc costs measurably more (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SENT_AT: &str = "bench.sent_ns";
 
 /// 99 workload rules that drop, plus one catch-all that forwards to `out`.

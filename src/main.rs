@@ -11,6 +11,11 @@ use tracing_subscriber::EnvFilter;
 use veltrix::config::{self, ConfigError};
 use veltrix::testing::{run_tests, TestOptions};
 
+/// mimalloc: the worker allocates many small, short-lived objects per message (parsed values,
+/// attribute maps); glibc malloc costs measurably more (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An event worker: pull events from a queue, apply rules, ack or dead-letter every message.
 #[derive(Parser)]
 #[command(name = "veltrix", version, about)]

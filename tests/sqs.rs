@@ -452,3 +452,53 @@ async fn worker_drains_ten_thousand_messages_with_none_lost_and_none_in_flight()
     }
     localstack::delete_queue(&client, &url).await;
 }
+
+#[tokio::test]
+async fn fifo_target_gets_group_ids_and_derived_deduplication_ids() {
+    let client = localstack::client();
+    // No content-based de-duplication: every send must carry a MessageDeduplicationId.
+    let url = localstack::create_queue(&client, "fifo-target", true, &[]).await;
+    let src = source("src");
+    for n in 0..6u64 {
+        src.push(OutboundMessage {
+            ordering_key: Some(format!("g{}", n % 2)),
+            ..n_body(n)
+        });
+    }
+    src.close();
+    let out: Arc<dyn Publisher> = Arc::new(target(&url));
+    let worker = veltrix::pipeline::Worker::new(
+        Arc::new(src.clone()),
+        rules(FORWARD_ALL),
+        vec![
+            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
+            ("dlq".into(), Arc::new(MemoryQueue::named("dlq"))),
+            ("out".into(), out),
+        ],
+        1,
+        sqs_settings(),
+    );
+    let summary = worker.run(std::future::pending()).await.unwrap();
+    assert_eq!((summary.forwarded, summary.dead_lettered), (6, 0), "{summary}");
+    let sqs = open_source(&url, None).await;
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let Received::Messages(batch) = sqs.receive(10, Duration::from_secs(2)).await.unwrap() else {
+            panic!()
+        };
+        assert!(!batch.is_empty(), "only {} of 6 arrived", got.len());
+        sqs.ack(batch.iter().map(|d| d.token.clone()).collect()).await.unwrap();
+        got.extend(batch);
+    }
+    for d in &got {
+        let n: u64 = serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["n"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(
+            d.ordering_key.as_deref(),
+            Some(format!("g{}", n % 2).as_str()),
+            "the group id is kept"
+        );
+    }
+    localstack::delete_queue(&client, &url).await;
+}

@@ -92,7 +92,8 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
             body,
             attributes,
             ordering_key: d.ordering_key.clone(),
-            dedup_id: Some(format!("{}:{}:{}", d.id, f.rule, f.target)),
+            // FIFO targets derive it from veltrix.message_id and veltrix.rule.
+            dedup_id: None,
         };
         let target = &ctx.targets[f.target];
         async move { (rule.name.as_str(), target.name(), target.send(message).await) }

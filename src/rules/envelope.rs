@@ -26,21 +26,58 @@ pub fn decode_body(body: &[u8]) -> Result<Value, UndecodableBody> {
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
 }
 
+/// Which top-level envelope fields to build (matching needs only what patterns look at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    /// Include `attributes`.
+    pub attributes: bool,
+    /// Include `source`.
+    pub source: bool,
+    /// Include `delivery_attempt`.
+    pub delivery_attempt: bool,
+}
+
+impl Fields {
+    /// Every field.
+    pub const ALL: Fields = Fields {
+        attributes: true,
+        source: true,
+        delivery_attempt: true,
+    };
+}
+
+/// Builds the envelope with only `fields` (and always `body`).
+pub fn build_only(
+    body: Value,
+    attributes: &Attributes,
+    source: &SourceInfo,
+    delivery_attempt: u32,
+    fields: Fields,
+) -> Value {
+    let mut envelope = Map::new();
+    envelope.insert("body".into(), body);
+    if fields.attributes {
+        let attributes: Map<String, Value> = attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        envelope.insert("attributes".into(), Value::Object(attributes));
+    }
+    if fields.source {
+        let mut source_obj = Map::new();
+        source_obj.insert("kind".into(), Value::String(source.kind.to_string()));
+        source_obj.insert("name".into(), Value::String(source.name.clone()));
+        envelope.insert("source".into(), Value::Object(source_obj));
+    }
+    if fields.delivery_attempt {
+        envelope.insert("delivery_attempt".into(), Value::from(delivery_attempt));
+    }
+    Value::Object(envelope)
+}
+
 /// Builds the envelope patterns and transforms see.
 pub fn build(body: Value, attributes: &Attributes, source: &SourceInfo, delivery_attempt: u32) -> Value {
-    let attributes: Map<String, Value> = attributes
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    let mut source_obj = Map::with_capacity(2);
-    source_obj.insert("kind".into(), Value::String(source.kind.to_string()));
-    source_obj.insert("name".into(), Value::String(source.name.clone()));
-    let mut envelope = Map::with_capacity(4);
-    envelope.insert("body".into(), body);
-    envelope.insert("attributes".into(), Value::Object(attributes));
-    envelope.insert("source".into(), Value::Object(source_obj));
-    envelope.insert("delivery_attempt".into(), Value::from(delivery_attempt));
-    Value::Object(envelope)
+    build_only(body, attributes, source, delivery_attempt, Fields::ALL)
 }
 
 #[cfg(test)]

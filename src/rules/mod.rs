@@ -70,6 +70,8 @@ pub struct Rule {
 /// All rules of a config, compiled.
 pub struct RuleSet {
     patterns: PatternSet,
+    /// Envelope fields some pattern looks at (the rest is not built for matching).
+    matching_fields: envelope::Fields,
     rules: Vec<Rule>,
     unmatched: Unmatched,
     default_max_attempts: u32,
@@ -89,8 +91,14 @@ impl RuleSet {
     /// Assembles a rule set; `patterns` holds one pattern per rule, in the same order.
     pub fn new(patterns: PatternSet, rules: Vec<Rule>, unmatched: Unmatched, default_max_attempts: u32) -> Self {
         assert_eq!(patterns.len(), rules.len(), "one pattern per rule");
+        let matching_fields = envelope::Fields {
+            attributes: patterns.uses_field("attributes"),
+            source: patterns.uses_field("source"),
+            delivery_attempt: patterns.uses_field("delivery_attempt"),
+        };
         Self {
             patterns,
+            matching_fields,
             rules,
             unmatched,
             default_max_attempts,
@@ -145,7 +153,7 @@ impl RuleSet {
                 }
             },
         };
-        let env = envelope::build(for_matching, attributes, source, delivery_attempt);
+        let env = envelope::build_only(for_matching, attributes, source, delivery_attempt, self.matching_fields);
         let mut matched = Vec::new();
         self.matching(&env, &mut matched);
         if !self.needs_full_envelope(&matched) {
@@ -388,6 +396,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn plan_message_sees_attributes_source_and_attempt_when_patterns_use_them() {
+        let rs = set(
+            vec![
+                json!({"attributes": {"tenant": ["acme"]}}),
+                json!({"source": {"kind": ["sqs"]}, "delivery_attempt": [{"numeric": [">=", 2]}]}),
+                json!({"body": {"t": ["x"]}}),
+            ],
+            vec![
+                rule("tenant", vec![Action::Drop]),
+                rule("retried", vec![Action::Drop]),
+                rule("body", vec![Action::Drop]),
+            ],
+            Unmatched::Ack,
+        );
+        let mut attrs = Attributes::new();
+        attrs.insert("tenant".into(), "acme".into());
+        let sqs = SourceInfo {
+            kind: "sqs",
+            name: "q".into(),
+        };
+        assert_eq!(
+            rs.plan_message(b"{\"t\": \"x\"}", &attrs, &sqs, 2).matched,
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            rs.plan_message(b"{\"t\": \"x\"}", &Attributes::new(), &sqs, 1).matched,
+            vec![2]
+        );
+        let file = SourceInfo {
+            kind: "file",
+            name: "f".into(),
+        };
+        assert_eq!(rs.plan_message(b"not json", &attrs, &file, 3).matched, vec![0]);
     }
 
     #[test]

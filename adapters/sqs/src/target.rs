@@ -14,6 +14,10 @@ use crate::limits::{MAX_ATTRIBUTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_ID_CHARS, MA
 pub const ATTR_BODY_ENCODING: &str = "veltrix.body_encoding";
 /// Attribute holding every attribute as a JSON object when there are more than SQS allows.
 pub const ATTR_PACKED: &str = "veltrix.attributes";
+/// The source message id veltrix adds to forwarded messages (FIFO de-duplication uses it).
+pub const ATTR_MESSAGE_ID: &str = "veltrix.message_id";
+/// The forwarding rule veltrix adds to forwarded messages.
+pub const ATTR_RULE: &str = "veltrix.rule";
 /// Group used for FIFO targets when a message has no ordering key.
 pub const DEFAULT_GROUP: &str = "veltrix";
 /// Attributes kept individually first when the rest must be packed.
@@ -198,8 +202,12 @@ impl SqsTarget {
             }
             if self.fifo {
                 entry = entry.message_group_id(m.ordering_key.clone().unwrap_or_else(|| DEFAULT_GROUP.into()));
-                if let Some(id) = &m.dedup_id {
-                    entry = entry.message_deduplication_id(dedup_id(id));
+                let derived = match (m.attributes.get(ATTR_MESSAGE_ID), m.attributes.get(ATTR_RULE)) {
+                    (Some(id), Some(rule)) => Some(format!("{id}:{rule}")),
+                    _ => None,
+                };
+                if let Some(id) = m.dedup_id.clone().or(derived) {
+                    entry = entry.message_deduplication_id(dedup_id(&id));
                 }
             }
             request = request.entries(entry.build().expect("id and body are set"));

@@ -220,6 +220,11 @@ impl PatternSet {
         flat.trim(KEEP);
     }
 
+    /// True when some pattern looks at top-level field `field`.
+    pub fn uses_field(&self, field: &str) -> bool {
+        self.trie.child(0, field).is_some()
+    }
+
     /// Parses `json`, which patterns see under the top-level field `field` (the worker's
     /// `body`), keeping only the members some pattern can look at. Matching the result placed
     /// under `field` gives exactly the matches of the fully parsed document; invalid JSON is an
