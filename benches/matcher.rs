@@ -35,13 +35,12 @@ fn veltrix_match(set: &PatternSet, info: &SourceInfo, attrs: &Attributes, event:
 
 /// Compiles both matchers on the same patterns, checks they agree on every event, and benches
 /// them side by side.
-fn side_by_side(c: &mut Criterion, group: &str, vocab: &workload::Vocab) {
+fn side_by_side(c: &mut Criterion, group: &str, (patterns, events): (Vec<Value>, Vec<Vec<u8>>)) {
     let info = SourceInfo {
         kind: "memory",
         name: "bench".into(),
     };
     let attrs = Attributes::new();
-    let (patterns, events) = workload::workload_with(vocab, PATTERNS, EVENTS, true);
     let set = veltrix_set(&patterns);
     // quamina's default automaton budget (10 MiB) is too small for 1,000 patterns.
     let mut quamina = quamina::QuaminaBuilder::<usize>::new()
@@ -95,8 +94,21 @@ fn side_by_side(c: &mut Criterion, group: &str, vocab: &workload::Vocab) {
 }
 
 fn bench(c: &mut Criterion) {
-    side_by_side(c, "parse_and_match_1000_patterns_typical", &workload::Vocab::typical());
-    side_by_side(c, "parse_and_match_1000_patterns_dense", &workload::Vocab::dense());
+    side_by_side(
+        c,
+        "parse_and_match_1000_patterns_typical",
+        workload::workload(PATTERNS, EVENTS, true),
+    );
+    side_by_side(
+        c,
+        "parse_and_match_1000_patterns_dense",
+        workload::workload_with(&workload::Vocab::dense(), PATTERNS, EVENTS, true),
+    );
+    side_by_side(
+        c,
+        "parse_and_match_1000_exact_prefix_patterns",
+        workload::workload_exact(PATTERNS, EVENTS),
+    );
 
     // veltrix alone on the full operator mix (adds `$or` and `wildcard`).
     let info = SourceInfo {

@@ -134,6 +134,27 @@ pub fn pattern(rng: &mut Rng, v: &Vocab, quamina_ok: bool) -> Value {
     }
 }
 
+/// Only exact values and prefixes: the kinds quamina's automaton handles best.
+pub fn pattern_exact(rng: &mut Rng, v: &Vocab) -> Value {
+    let ty = rng.pick(&v.types).clone();
+    match rng.below(3) {
+        0 => json!({"detail-type": [ty], "source": [format!("com.example.{}", rng.pick(&v.sources))]}),
+        1 => json!({"region": [{"prefix": &rng.pick(REGIONS)[..3]}], "detail-type": [ty]}),
+        _ => json!({"detail": {"items": {"sku": [format!("SKU-{:05}", rng.below(50_000))]}}}),
+    }
+}
+
+/// `n` exact/prefix patterns and `events` events over the typical vocabulary.
+pub fn workload_exact(n: usize, events: usize) -> (Vec<Value>, Vec<Vec<u8>>) {
+    let v = Vocab::typical();
+    let mut rng = Rng::new(0x5eed);
+    let patterns = (0..n).map(|_| pattern_exact(&mut rng, &v)).collect();
+    let events = (0..events as u64)
+        .map(|i| serde_json::to_vec(&event(&mut rng, &v, i)).unwrap())
+        .collect();
+    (patterns, events)
+}
+
 /// `n` patterns and `events` serialized events over the typical vocabulary.
 pub fn workload(n: usize, events: usize, quamina_ok: bool) -> (Vec<Value>, Vec<Vec<u8>>) {
     workload_with(&Vocab::typical(), n, events, quamina_ok)
