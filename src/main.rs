@@ -167,5 +167,8 @@ fn run(c: config::Config) -> anyhow::Result<veltrix::pipeline::stats::Summary> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    Ok(runtime.block_on(veltrix::runner::run(c, veltrix::shutdown::signal()))?)
+    let result = runtime.block_on(veltrix::runner::run(c, veltrix::shutdown::signal()));
+    // The worker has drained. A blocking read of stdin cannot be cancelled: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    Ok(result?)
 }

@@ -163,3 +163,52 @@ fn run_reads_stdin_with_dash() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json_lines(&dir.path().join("out.jsonl")).len(), 50);
 }
+
+#[test]
+fn sigterm_drains_and_exits_zero_with_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("w.toml");
+    std::fs::write(
+        &config,
+        "[source]\ntype = \"file\"\npath = \"-\"\n[targets.out]\ntype = \"file\"\npath = \"out.jsonl\"\n\
+         [targets.dlq]\ntype = \"file\"\npath = \"dlq.jsonl\"\n[pipeline]\ndead_letter = \"dlq\"\n\
+         [[rules]]\nname = \"all\"\nmatch = { body = { k = [{ exists = true }] } }\n\
+         actions = [{ type = \"forward\", target = \"out\" }]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veltrix"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        for i in 0..5 {
+            writeln!(stdin, "{{\"k\": {i}}}").unwrap();
+        }
+        stdin.flush().unwrap();
+    }
+    // stdin stays open: the worker would run forever; wait (bounded) until it forwarded all 5.
+    let out = dir.path().join("out.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while json_lines(&out).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not forward the 5 lines"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}: {stderr}", output.status);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("received=5 forwarded=5"), "{stderr}");
+}
