@@ -76,6 +76,17 @@ pub enum TargetKind {
     },
     /// Write JSON lines to stdout.
     Stdout,
+    /// POST to a handler service.
+    Http {
+        /// Handler URL.
+        url: String,
+        /// Whole-request timeout.
+        timeout: Duration,
+        /// Static headers.
+        headers: std::collections::BTreeMap<String, String>,
+        /// Environment variable with a bearer token.
+        bearer_token_env: Option<String>,
+    },
     /// Send to an SQS queue.
     Sqs {
         /// Queue URL.

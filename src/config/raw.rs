@@ -22,6 +22,10 @@ pub mod defaults {
     pub const fn file_visibility_timeout_secs() -> u64 {
         30
     }
+    /// HTTP target request timeout.
+    pub const fn http_timeout_ms() -> u64 {
+        5000
+    }
     /// SQS long-poll wait (the maximum SQS allows).
     pub const fn sqs_wait_time_secs() -> u64 {
         20
@@ -129,6 +133,20 @@ pub enum RawTarget {
     },
     /// Writes JSON lines to standard output.
     Stdout {},
+    /// POSTs each message to a handler service.
+    Http {
+        /// Handler URL (http or https).
+        url: String,
+        /// Whole-request timeout (default 5000 ms, 1–600000).
+        #[serde(default = "defaults::http_timeout_ms")]
+        timeout_ms: u64,
+        /// Static headers sent with every request.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Name of an environment variable holding a bearer token (read at start, never logged).
+        #[serde(default)]
+        bearer_token_env: Option<String>,
+    },
     /// Sends to an Amazon SQS queue (standard or FIFO).
     Sqs {
         /// Queue URL.

@@ -177,3 +177,22 @@ fn duplicate_rule_names_are_rejected() {
     let d = only_problem(load_toml(&text).unwrap_err());
     assert!(d.message.contains("already used by rules[0]"));
 }
+
+#[test]
+fn http_target_is_validated() {
+    let text = VALID.replace(
+        "[targets.dlq]\ntype = \"stdout\"",
+        "[targets.dlq]\ntype = \"http\"\nurl = \"ftp://x\"\ntimeout_ms = 0\nheaders = { \"bad header\" = \"v\" }",
+    );
+    let err = load_toml(&text).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().filter_map(|p| p.field.as_deref()).collect();
+    assert!(fields.contains(&"targets.dlq.url"), "{err}");
+    assert!(fields.contains(&"targets.dlq.timeout_ms"), "{err}");
+    assert!(fields.contains(&"targets.dlq.headers.bad header"), "{err}");
+    let ok = VALID.replace(
+        "[targets.dlq]\ntype = \"stdout\"",
+        "[targets.dlq]\ntype = \"http\"\nurl = \"https://handler.internal/events\"\nbearer_token_env = \"TOKEN\"",
+    );
+    let c = load_toml(&ok).unwrap();
+    assert!(matches!(&c.targets[0].kind, TargetKind::Http { timeout, .. } if *timeout == Duration::from_secs(5)));
+}

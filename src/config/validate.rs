@@ -147,6 +147,34 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 }
             }
             RawTarget::Stdout {} => TargetKind::Stdout,
+            RawTarget::Http {
+                url,
+                timeout_ms,
+                headers,
+                bearer_token_env,
+            } => {
+                check_http_url(&mut c, &format!("{field}.url"), url);
+                c.range(&format!("{field}.timeout_ms"), *timeout_ms, 1, 600_000, " ms");
+                for (k, v) in headers {
+                    if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                        || reqwest::header::HeaderValue::from_str(v).is_err()
+                    {
+                        c.problems.push(
+                            Diagnostic::field(
+                                format!("{field}.headers.{k}"),
+                                format!("`{k}` is not a valid HTTP header"),
+                            )
+                            .allowed("a token name (letters, digits, `-`) and a visible ASCII value"),
+                        );
+                    }
+                }
+                TargetKind::Http {
+                    url: url.clone(),
+                    timeout: Duration::from_millis(*timeout_ms),
+                    headers: headers.clone(),
+                    bearer_token_env: bearer_token_env.clone(),
+                }
+            }
             RawTarget::Sqs {
                 queue_url,
                 endpoint_url,
@@ -318,6 +346,20 @@ fn check_queue_url(c: &mut Checker, field: &str, url: &str) {
                 .hint("use the URL (not the ARN or name): `aws sqs get-queue-url --queue-name NAME`, or the Terraform output"),
         );
     }
+}
+
+fn check_http_url(c: &mut Checker, field: &str, url: &str) {
+    if reqwest::Url::parse(url)
+        .map(|u| u.scheme() == "http" || u.scheme() == "https")
+        .unwrap_or(false)
+    {
+        return;
+    }
+    c.problems.push(
+        Diagnostic::field(field, format!("`{url}` is not an http(s) URL"))
+            .allowed("http://host[:port]/path or https://…")
+            .hint("e.g. url = \"http://fraud.internal:8080/events\""),
+    );
 }
 
 fn check_endpoint(c: &mut Checker, field: &str, endpoint: Option<&str>) {

@@ -16,6 +16,8 @@ use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Re
 pub const ATTR_MESSAGE_ID: &str = "veltrix.message_id";
 /// Attribute added to forwarded messages: the rule that forwarded it.
 pub const ATTR_RULE: &str = "veltrix.rule";
+/// Attribute added to forwarded messages: the delivery attempt.
+pub const ATTR_ATTEMPT: &str = "veltrix.attempt";
 /// Dead-letter attribute: why.
 pub const ATTR_REASON: &str = "veltrix.reason";
 /// Dead-letter attribute: the error in detail.
@@ -47,7 +49,8 @@ pub fn plan_for(ctx: &Context, d: &Delivery) -> Plan {
 /// What the publishes of a plan amounted to.
 enum Step {
     Ack(Outcome),
-    Retry,
+    /// Retry with backoff, but not sooner than the given delay (a target's `Retry-After`).
+    Retry(Option<Duration>),
     DeadLetter(DeadLetter),
 }
 
@@ -59,7 +62,7 @@ pub async fn process(ctx: &Context, d: Delivery) -> Settled {
         Some(step) => step,
         None => match plan.disposition.clone() {
             Disposition::Ack => Step::Ack(plan.outcome()),
-            Disposition::Retry { .. } => Step::Retry,
+            Disposition::Retry { .. } => Step::Retry(None),
             Disposition::DeadLetter(dl) => Step::DeadLetter(dl),
         },
     };
@@ -69,7 +72,7 @@ pub async fn process(ctx: &Context, d: Delivery) -> Settled {
             ctx.stats.settled(outcome);
             Settled::Acked
         }
-        Step::Retry => retry(ctx, d).await,
+        Step::Retry(not_before) => retry(ctx, d, not_before).await,
         Step::DeadLetter(dl) => dead_letter(ctx, d, &dl).await,
     }
 }
@@ -88,6 +91,7 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
         let mut attributes = d.attributes.clone();
         attributes.insert(ATTR_MESSAGE_ID.into(), d.id.clone());
         attributes.insert(ATTR_RULE.into(), rule.name.clone());
+        attributes.insert(ATTR_ATTEMPT.into(), d.delivery_attempt.to_string());
         let message = OutboundMessage {
             body,
             attributes,
@@ -100,6 +104,7 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
     });
     let results = futures::future::join_all(sends).await;
     let mut transient: Option<String> = None;
+    let mut not_before: Option<Duration> = None;
     for (rule, target, result) in results {
         if let Err(e) = result {
             let what = format!("rule `{rule}`: target `{target}`: {e}");
@@ -111,6 +116,7 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
                 }));
             }
             transient.get_or_insert(what);
+            not_before = not_before.max(e.retry_after);
         }
     }
     let error = transient?;
@@ -125,11 +131,12 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
         }));
     }
     tracing::debug!(message_id = %d.id, attempt = d.delivery_attempt, %error, "transient failure; will retry");
-    Some(Step::Retry)
+    Some(Step::Retry(not_before))
 }
 
-async fn retry(ctx: &Context, d: Delivery) -> Settled {
-    let delay = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
+async fn retry(ctx: &Context, d: Delivery, not_before: Option<Duration>) -> Settled {
+    let backoff = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
+    let delay = not_before.map_or(backoff, |n| n.max(backoff));
     if let Err(e) = ctx.source.nack(d.token, delay).await {
         // The lease runs out instead and the message comes back a little later.
         tracing::warn!(message_id = %d.id, error = %e, "nack failed; the message returns when its lease expires");

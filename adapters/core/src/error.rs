@@ -32,6 +32,8 @@ pub struct QueueError {
     pub class: ErrorClass,
     /// Human-readable description, including causes and, where known, a hint.
     pub message: String,
+    /// The earliest time a retry can help, when the other side said (HTTP `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl QueueError {
@@ -40,6 +42,7 @@ impl QueueError {
         Self {
             class: ErrorClass::Transient,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -48,6 +51,7 @@ impl QueueError {
         Self {
             class: ErrorClass::Permanent,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -61,6 +65,7 @@ impl QueueError {
         Self {
             class,
             message: render_chain(err),
+            retry_after: None,
         }
     }
 }

@@ -86,5 +86,9 @@ where
     if let Some(h) = hint {
         message.push_str(&format!("; {h}"));
     }
-    QueueError { class, message }
+    QueueError {
+        class,
+        message,
+        retry_after: None,
+    }
 }

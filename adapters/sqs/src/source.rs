@@ -188,6 +188,7 @@ impl Source for SqsSource {
                         };
                         last_error = Some(QueueError {
                             class,
+                            retry_after: None,
                             message: format!(
                                 "SQS DeleteMessageBatch entry failed: {}: {}",
                                 f.code(),

@@ -223,6 +223,7 @@ impl SqsTarget {
                         };
                         results[i] = Err(QueueError {
                             class,
+                            retry_after: None,
                             message: format!(
                                 "SQS SendMessageBatch to {} rejected the message: {}: {}",
                                 self.queue_url,
