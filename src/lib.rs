@@ -22,6 +22,7 @@
 //! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test`; [`shutdown`]: signals.
 
 pub mod config;
+pub mod observe;
 pub mod pipeline;
 pub mod rules;
 pub mod runner;

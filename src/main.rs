@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use veltrix::config::{self, ConfigError};
+use veltrix::runner::RunOptions;
 use veltrix::testing::{run_tests, TestOptions};
 
 /// mimalloc: the worker allocates many small, short-lived objects per message (parsed values,
@@ -40,6 +41,10 @@ enum Command {
         /// Config file (.toml or .json).
         #[arg(short, long)]
         config: PathBuf,
+        /// Serve /metrics (Prometheus), /healthz and /readyz on this address; off unless given
+        /// (bare `--metrics-addr` means 127.0.0.1:9464).
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464", value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Validate a config file and its patterns and transforms; connect to nothing.
     Check {
@@ -130,13 +135,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run { config, metrics_addr } => {
             init_logs(cli.log_format, "info");
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match run(c) {
+            match run(c, RunOptions { metrics_addr }) {
                 Ok(summary) => {
                     eprintln!("veltrix: {summary}");
                     ExitCode::SUCCESS
@@ -162,12 +167,12 @@ fn test(c: &config::Config, events: &Path, options: TestOptions) -> anyhow::Resu
     Ok(counts.invalid_lines)
 }
 
-fn run(c: config::Config) -> anyhow::Result<veltrix::pipeline::stats::Summary> {
+fn run(c: config::Config, options: RunOptions) -> anyhow::Result<veltrix::pipeline::stats::Summary> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(veltrix::runner::run(c, veltrix::shutdown::signal()));
+    let result = runtime.block_on(veltrix::runner::run(c, options, veltrix::shutdown::signal()));
     // The worker has drained. A blocking read of stdin cannot be cancelled: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(result?)

@@ -1,6 +1,7 @@
 //! `veltrix run`: open the configured source and targets and run the worker.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use veltrix_queue::file::FileSource;
@@ -8,6 +9,7 @@ use veltrix_queue::{Publisher, QueueError, Source};
 use veltrix_sqs::{SqsSource, SqsSourceOptions};
 
 use crate::config::{Config, ConfigError, SourceConfig};
+use crate::observe::server::{install_recorder, Server, ServerError};
 use crate::pipeline::stats::Summary;
 use crate::pipeline::{PipelineError, Worker};
 use crate::targets;
@@ -32,6 +34,9 @@ pub enum RunError {
     /// The pipeline stopped with an error.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The metrics/health server could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
 }
 
 /// Opens the configured source.
@@ -57,8 +62,19 @@ pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError>
     })
 }
 
+/// Options of `veltrix run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Serve `/metrics`, `/healthz` and `/readyz` here.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// Runs the worker described by `config` until the source is exhausted or `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<Summary, RunError> {
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<Summary, RunError> {
     let dead_letter = config.require_dead_letter(None)?;
     let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
     for t in &config.targets {
@@ -78,5 +94,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         dead_letter,
         config.settings.clone(),
     );
-    Ok(worker.run(shutdown).await?)
+    let health = worker.health();
+    health.set_source_reachable(true);
+    let server = match options.metrics_addr {
+        None => None,
+        Some(addr) => Some(Server::start(addr, install_recorder()?, health).await?),
+    };
+    let result = worker.run(shutdown).await;
+    if let Some(server) = server {
+        server.stop().await;
+    }
+    Ok(result?)
 }

@@ -56,7 +56,10 @@ impl Acker {
 async fn ack_with_retries(source: &dyn Source, stats: &Stats, mut tokens: Vec<AckToken>) {
     let mut delay = ACK_RETRY_DELAY;
     for attempt in 1..=ACK_ATTEMPTS {
-        match source.ack(tokens).await {
+        let started = tokio::time::Instant::now();
+        let result = source.ack(tokens).await;
+        stats.ack_took(started.elapsed());
+        match result {
             Ok(()) => return,
             Err(failure) => {
                 let give_up = !failure.error.is_transient() || attempt == ACK_ATTEMPTS;

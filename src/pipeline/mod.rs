@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veltrix_queue::{Delivery, Publisher, QueueError, Received, Source, SourceInfo};
 
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
 use crate::pipeline::acker::{AckSender, Acker};
 use crate::pipeline::lease::{LeaseGuard, LeaseKeeper};
 use crate::pipeline::process::Settled;
@@ -76,13 +78,30 @@ pub struct Context {
     pub acks: AckSender,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Readiness.
+    pub health: Arc<Health>,
 }
 
 /// A message received and holding an in-flight permit and a lease.
 struct Work {
     delivery: Delivery,
+    held: Held,
+}
+
+/// What a message holds while in flight; all released together when dropped.
+struct Held {
     _permit: Option<OwnedSemaphorePermit>,
     _lease: LeaseGuard,
+    _left: Left,
+}
+
+/// Counts a message out of the in-flight gauge when its work item is dropped.
+struct Left(Arc<Stats>);
+
+impl Drop for Left {
+    fn drop(&mut self) {
+        self.0.left();
+    }
 }
 
 /// A worker: one source, its rules and targets.
@@ -93,6 +112,7 @@ pub struct Worker {
     dead_letter: usize,
     settings: Settings,
     stats: Arc<Stats>,
+    health: Arc<Health>,
 }
 
 impl Worker {
@@ -112,7 +132,13 @@ impl Worker {
             dead_letter,
             settings,
             stats: Arc::default(),
+            health: Arc::default(),
         }
+    }
+
+    /// Readiness, for `/readyz` (updated as the worker runs).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Live counters (for metrics and tests).
@@ -129,17 +155,26 @@ impl Worker {
             dead_letter,
             settings,
             stats,
+            health,
         } = self;
+        let source_info = source.info();
+        let rule_names: Vec<String> = rules.rules().iter().map(|r| r.name.clone()).collect();
+        let target_names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
+        stats.register_metrics(Metrics::register(&source_info.name, &rule_names, &target_names));
         let stop_keeper = CancellationToken::new();
         let (leases, keeper_task) =
             LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
         let (acks, acker) = Acker::spawn(source.clone(), stats.clone(), settings.ack_linger);
         let targets: Vec<BatchingPublisher> = targets
             .into_iter()
-            .map(|(name, publisher)| BatchingPublisher::spawn(name, publisher, settings.publish_linger))
+            .enumerate()
+            .map(|(index, (name, publisher))| {
+                BatchingPublisher::spawn(name, index, publisher, settings.publish_linger, stats.clone())
+            })
             .collect();
         let ctx = Arc::new(Context {
-            source_info: source.info(),
+            source_info,
+            health: health.clone(),
             source: source.clone(),
             rules,
             targets,
@@ -172,6 +207,7 @@ impl Worker {
                 _ = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
                     tracing::info!(drain_timeout_secs = settings.drain_timeout.as_secs(), "shutdown requested: draining");
+                    health.set_draining();
                     draining.cancel();
                 }
                 Some(joined) = pollers.join_next() => {
@@ -251,11 +287,14 @@ async fn poll(
                 Err(_) => break,
             }
         }
+        let started = tokio::time::Instant::now();
         let received = tokio::select! {
             biased;
             _ = draining.cancelled() => return Ok(()),
             r = ctx.source.receive(held.len(), ctx.settings.receive_wait) => r,
         };
+        ctx.stats.receive_took(started.elapsed());
+        ctx.health.set_source_reachable(received.is_ok());
         let deliveries = match received {
             Ok(Received::Messages(d)) => d,
             Ok(Received::Exhausted) => return Ok(()),
@@ -281,8 +320,11 @@ async fn poll(
             let lease = leases.register(delivery.token.clone());
             let work = Work {
                 delivery,
-                _permit: held.next(),
-                _lease: lease,
+                held: Held {
+                    _permit: held.next(),
+                    _lease: lease,
+                    _left: Left(ctx.stats.clone()),
+                },
             };
             dispatch(&ctx, &sequencer, &tasks, &draining, work);
         }
@@ -300,11 +342,7 @@ fn dispatch(
     match work.delivery.ordering_key.clone() {
         None => {
             tasks.spawn(async move {
-                let Work {
-                    delivery,
-                    _permit,
-                    _lease,
-                } = work;
+                let Work { delivery, held: _held } = work;
                 process::process(&ctx, delivery).await;
             });
         }
@@ -316,12 +354,7 @@ fn dispatch(
             let draining = draining.clone();
             tasks.spawn(async move {
                 let mut next = Some(first);
-                while let Some(Work {
-                    delivery,
-                    _permit,
-                    _lease,
-                }) = next
-                {
+                while let Some(Work { delivery, held: _held }) = next {
                     if let Settled::Retried(delay) = process::process(&ctx, delivery).await {
                         // Keep the key's order: what queued behind a retried message waits as long.
                         for held_back in sequencer.take_queued(&key) {

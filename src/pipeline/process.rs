@@ -56,7 +56,17 @@ enum Step {
 
 /// Processes one delivery to the end.
 pub async fn process(ctx: &Context, d: Delivery) -> Settled {
+    let started = tokio::time::Instant::now();
+    let settled = process_inner(ctx, d).await;
+    ctx.stats.processing_took(started.elapsed());
+    settled
+}
+
+async fn process_inner(ctx: &Context, d: Delivery) -> Settled {
     let plan = plan_for(ctx, &d);
+    for &rule in &plan.matched {
+        ctx.stats.rule_matched(rule);
+    }
     let step = run_forwards(ctx, &d, &plan).await;
     let step = match step {
         Some(step) => step,
@@ -152,6 +162,7 @@ async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
             tracing::info!(message_id = %d.id, reason = %dl.reason, rule = dl.rule.as_deref().unwrap_or(""), "dead-lettered");
             ctx.acks.ack(d.token);
             ctx.stats.settled(Outcome::DeadLetter);
+            ctx.stats.dead_lettered(&dl.reason.to_string());
             Settled::Acked
         }
         Err(e) => {

@@ -2,12 +2,17 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use crate::observe::metrics::{Metrics, PublishResult};
 use crate::rules::plan::Outcome;
 
-/// Live counters, shared by every task of a worker.
-#[derive(Debug, Default)]
+/// Live counters, shared by every task of a worker; each event is counted here (for the summary
+/// line) and in the Prometheus metrics once those are registered.
+#[derive(Default)]
 pub struct Stats {
+    metrics: OnceLock<Metrics>,
     received: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
@@ -52,14 +57,84 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Stats").field(&self.snapshot()).finish()
+    }
+}
+
 impl Stats {
+    /// Starts recording Prometheus metrics too (once per worker).
+    pub fn register_metrics(&self, metrics: Metrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.get()
+    }
+
     /// Counts received deliveries.
     pub fn received(&self, n: u64) {
         add(&self.received, n);
+        if let Some(m) = self.metrics() {
+            m.received(n);
+        }
+    }
+
+    /// A received message left the worker (settled, released or abandoned).
+    pub fn left(&self) {
+        if let Some(m) = self.metrics() {
+            m.left();
+        }
+    }
+
+    /// Counts a match of rule `rule`.
+    pub fn rule_matched(&self, rule: usize) {
+        if let Some(m) = self.metrics() {
+            m.rule_matched(rule);
+        }
+    }
+
+    /// Records one publish call to target `target`.
+    pub fn published(&self, target: usize, result: PublishResult, took: Duration) {
+        if let Some(m) = self.metrics() {
+            m.published(target, result, took);
+        }
+    }
+
+    /// Counts a dead letter by reason.
+    pub fn dead_lettered(&self, reason: &str) {
+        if let Some(m) = self.metrics() {
+            m.dead_lettered(reason);
+        }
+    }
+
+    /// Records the duration of a receive call.
+    pub fn receive_took(&self, took: Duration) {
+        if let Some(m) = self.metrics() {
+            m.receive_took(took);
+        }
+    }
+
+    /// Records the duration of an ack call.
+    pub fn ack_took(&self, took: Duration) {
+        if let Some(m) = self.metrics() {
+            m.ack_took(took);
+        }
+    }
+
+    /// Records how long one message took from receipt to settlement.
+    pub fn processing_took(&self, took: Duration) {
+        if let Some(m) = self.metrics() {
+            m.processing_took(took);
+        }
     }
 
     /// Counts a settled message by its outcome.
     pub fn settled(&self, outcome: Outcome) {
+        if let Some(m) = self.metrics() {
+            m.settled(outcome);
+        }
         add(
             match outcome {
                 Outcome::Forward => &self.forwarded,
@@ -75,21 +150,33 @@ impl Stats {
     /// Counts a failed dead-letter write.
     pub fn dead_letter_failed(&self) {
         add(&self.dead_letter_failures, 1);
+        if let Some(m) = self.metrics() {
+            m.dead_letter_failed();
+        }
     }
 
     /// Counts acks that failed for good.
     pub fn ack_failed(&self, n: u64) {
         add(&self.ack_failures, n);
+        if let Some(m) = self.metrics() {
+            m.ack_failed(n);
+        }
     }
 
     /// Counts lease extensions.
     pub fn leases_extended(&self, n: u64) {
         add(&self.lease_extensions, n);
+        if let Some(m) = self.metrics() {
+            m.leases_extended(n);
+        }
     }
 
     /// Counts an empty receive.
     pub fn empty_receive(&self) {
         add(&self.empty_receives, 1);
+        if let Some(m) = self.metrics() {
+            m.empty_receive();
+        }
     }
 
     /// Counts messages released at shutdown.

@@ -8,7 +8,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use veltrix_queue::{OutboundMessage, Publisher, QueueError};
 
+use crate::observe::metrics::PublishResult;
 use crate::pipeline::batch::{spawn_batcher, Batcher};
+use crate::pipeline::stats::Stats;
 
 /// Publish calls in flight at once per target.
 pub const PUBLISH_CONCURRENCY: usize = 16;
@@ -25,15 +27,32 @@ pub struct BatchingPublisher {
 
 impl BatchingPublisher {
     /// Starts the batch task for `publisher`.
-    pub fn spawn(name: String, publisher: Arc<dyn Publisher>, linger: Duration) -> Self {
+    pub fn spawn(
+        name: String,
+        index: usize,
+        publisher: Arc<dyn Publisher>,
+        linger: Duration,
+        stats: Arc<Stats>,
+    ) -> Self {
         let description = publisher.describe();
         let max = publisher.max_batch();
         let (tx, batcher) = spawn_batcher(max, linger, PUBLISH_CONCURRENCY, move |batch: Vec<Pending>| {
             let publisher = publisher.clone();
+            let stats = stats.clone();
             async move {
                 let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 let count = messages.len();
+                let started = tokio::time::Instant::now();
                 let mut results = publisher.publish(messages).await;
+                let took = started.elapsed();
+                for r in &results {
+                    let result = match r {
+                        Ok(()) => PublishResult::Ok,
+                        Err(e) if e.is_transient() => PublishResult::Transient,
+                        Err(_) => PublishResult::Permanent,
+                    };
+                    stats.published(index, result, took);
+                }
                 results.resize_with(count, || {
                     Err(QueueError::transient("the target returned fewer results than messages"))
                 });
