@@ -180,6 +180,17 @@ actions = [{{ type = "forward", target = "slow" }}]
         sample(&text, "veltrix_publish_duration_seconds_count", &["target=\"out\""]).is_some(),
         "{text}"
     );
+    // Every exported name is in the documented list (the Grafana dashboard is checked against it).
+    for line in text.lines().filter(|l| l.starts_with("veltrix_")) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(
+            veltrix::observe::METRIC_NAMES.contains(&base),
+            "undocumented metric {name}"
+        );
+    }
 
     // One slow message in flight, then SIGTERM: /readyz turns 503 while the drain waits for it.
     writeln!(stdin, "{{\"type\": \"slow\"}}").unwrap();

@@ -17,6 +17,24 @@
 //! | `veltrix_publish_duration_seconds` | histogram | `target` |
 //! | `veltrix_processing_duration_seconds` | histogram | |
 
+/// Every metric name veltrix exports (histograms add `_bucket`, `_sum`, `_count`).
+pub const METRIC_NAMES: &[&str] = &[
+    "veltrix_messages_received_total",
+    "veltrix_messages_settled_total",
+    "veltrix_rule_matches_total",
+    "veltrix_target_publishes_total",
+    "veltrix_dead_letters_total",
+    "veltrix_dead_letter_failures_total",
+    "veltrix_ack_failures_total",
+    "veltrix_lease_extensions_total",
+    "veltrix_empty_receives_total",
+    "veltrix_in_flight",
+    "veltrix_receive_duration_seconds",
+    "veltrix_ack_duration_seconds",
+    "veltrix_publish_duration_seconds",
+    "veltrix_processing_duration_seconds",
+];
+
 pub mod health;
 pub mod metrics;
 pub mod server;

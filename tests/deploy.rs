@@ -1,0 +1,177 @@
+//! The container and Kubernetes files agree with the worker: the ConfigMap's config is valid,
+//! probes hit the real endpoints on the metrics port, the grace period covers the drain, KEDA
+//! targets the Deployment, and the Grafana dashboard uses only metrics veltrix exports.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every YAML document of a file, as JSON values.
+fn docs(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo(path)).unwrap();
+    text.split("\n---")
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .map(|d| serde_norway::from_str::<Value>(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+fn one(path: &str, kind: &str) -> Value {
+    docs(path)
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {path}"))
+}
+
+fn arg_after<'a>(args: &'a [Value], flag: &str) -> &'a str {
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+    args[i + 1].as_str().unwrap()
+}
+
+#[test]
+fn deployment_agrees_with_the_worker_and_its_config() {
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let configmap = one("deploy/kubernetes/configmap.yaml", "ConfigMap");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args = container["args"].as_array().unwrap();
+
+    // The config in the ConfigMap is valid, with the Deployment's environment for ${…}.
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let config_path = arg_after(args, "-c");
+    let file_name = Path::new(config_path).file_name().unwrap().to_str().unwrap();
+    let text = configmap["data"][file_name]
+        .as_str()
+        .expect("the ConfigMap holds the file the worker reads");
+    let config = veltrix::config::load_str(Path::new(config_path), text, &|name| {
+        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("the ConfigMap's config is invalid: {e}"));
+    config.require_dead_letter(None).unwrap();
+
+    // The config file is mounted where -c points.
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(
+        Path::new(config_path).parent().unwrap(),
+        Path::new(mount["mountPath"].as_str().unwrap())
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], configmap["metadata"]["name"]);
+
+    // Probes: the real endpoints, on the port --metrics-addr listens on.
+    let metrics_port: u64 = arg_after(args, "--metrics-addr")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port = &container["ports"][0];
+    assert_eq!(port["containerPort"].as_u64(), Some(metrics_port));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["port"], port["name"],
+            "{probe} uses the metrics port"
+        );
+    }
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], metrics_port.to_string());
+
+    // SIGTERM drains for drain_timeout; the kubelet must wait longer before SIGKILL.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let drain = config.settings.drain_timeout.as_secs();
+    assert!(
+        grace >= drain + 10,
+        "terminationGracePeriodSeconds {grace} must exceed drain_timeout_secs {drain} by 10 s"
+    );
+
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    assert!(container["resources"]["requests"]["memory"].is_string());
+}
+
+#[test]
+fn keda_scaled_objects_target_the_deployment() {
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    for (file, trigger) in [
+        ("deploy/kubernetes/keda-aws-sqs.yaml", "aws-sqs-queue"),
+        ("deploy/kubernetes/keda-gcp-pubsub.yaml", "gcp-pubsub"),
+    ] {
+        let scaled = one(file, "ScaledObject");
+        let auth = one(file, "TriggerAuthentication");
+        assert_eq!(
+            scaled["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"],
+            "{file}"
+        );
+        let t = &scaled["spec"]["triggers"][0];
+        assert_eq!(t["type"], trigger, "{file}");
+        assert_eq!(t["authenticationRef"]["name"], auth["metadata"]["name"], "{file}");
+    }
+}
+
+#[test]
+fn grafana_dashboard_uses_only_exported_metrics() {
+    let text = std::fs::read_to_string(repo("deploy/grafana/veltrix.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if let Some(name) = word.strip_prefix("veltrix_").map(|_| word) {
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+                    assert!(
+                        veltrix::observe::METRIC_NAMES.contains(&base),
+                        "panel `{}` uses unknown metric {name}",
+                        panel["title"]
+                    );
+                    used += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        used >= 10,
+        "the dashboard should chart the worker: {used} metric references"
+    );
+}
+
+#[test]
+fn dockerfile_builds_a_static_binary_that_runs_as_non_root() {
+    let text = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
+    assert!(text.contains("x86_64-unknown-linux-musl"), "static binary");
+    assert!(text.contains("distroless/static"), "small runtime image");
+    assert!(text.contains("USER 65532:65532"), "non-root");
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        65532
+    );
+}
