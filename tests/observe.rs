@@ -180,6 +180,10 @@ actions = [{{ type = "forward", target = "slow" }}]
         sample(&text, "veltrix_publish_duration_seconds_count", &["target=\"out\""]).is_some(),
         "{text}"
     );
+    assert!(
+        sample(&text, "veltrix_backlog_messages", &["source=\"-\""]).is_some(),
+        "{text}"
+    );
     // Every exported name is in the documented list (the Grafana dashboard is checked against it).
     for line in text.lines().filter(|l| l.starts_with("veltrix_")) {
         let name = line.split(['{', ' ']).next().unwrap();

@@ -502,3 +502,12 @@ async fn fifo_target_gets_group_ids_and_derived_deduplication_ids() {
     }
     localstack::delete_queue(&client, &url).await;
 }
+
+#[tokio::test]
+async fn backlog_reports_the_waiting_messages() {
+    let url = queue("backlog", 30).await;
+    send_all(&url, (0..7).map(n_body).collect()).await;
+    let source = open_source(&url, None).await;
+    assert_eq!(source.backlog().await, Some(7));
+    localstack::delete_queue(&localstack::client(), &url).await;
+}

@@ -38,6 +38,7 @@ pub struct Metrics {
     publishes: Vec<[Counter; 3]>,
     publish_duration: Vec<Histogram>,
     in_flight: Gauge,
+    backlog: Gauge,
     lease_extensions: Counter,
     empty_receives: Counter,
     dead_letter_failures: Counter,
@@ -72,6 +73,7 @@ impl Metrics {
                 .map(|t| histogram!("veltrix_publish_duration_seconds", "target" => t.clone()))
                 .collect(),
             in_flight: gauge!("veltrix_in_flight"),
+            backlog: gauge!("veltrix_backlog_messages", "source" => source.clone()),
             lease_extensions: counter!("veltrix_lease_extensions_total"),
             empty_receives: counter!("veltrix_empty_receives_total"),
             dead_letter_failures: counter!("veltrix_dead_letter_failures_total"),
@@ -96,6 +98,11 @@ impl Metrics {
     /// A message left the worker (settled, released or abandoned).
     pub fn left(&self) {
         self.in_flight.decrement(1.0);
+    }
+
+    /// Messages waiting in the source.
+    pub fn backlog(&self, n: u64) {
+        self.backlog.set(n as f64);
     }
 
     /// Rule `rule` matched a message.

@@ -13,6 +13,7 @@
 //! | `veltrix_dead_letter_failures_total`, `veltrix_ack_failures_total` | counter | |
 //! | `veltrix_lease_extensions_total`, `veltrix_empty_receives_total` | counter | |
 //! | `veltrix_in_flight` | gauge | |
+//! | `veltrix_backlog_messages` | gauge | `source` (where the provider tells: SQS, memory) |
 //! | `veltrix_receive_duration_seconds`, `veltrix_ack_duration_seconds` | histogram | |
 //! | `veltrix_publish_duration_seconds` | histogram | `target` |
 //! | `veltrix_processing_duration_seconds` | histogram | |
@@ -29,6 +30,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "veltrix_lease_extensions_total",
     "veltrix_empty_receives_total",
     "veltrix_in_flight",
+    "veltrix_backlog_messages",
     "veltrix_receive_duration_seconds",
     "veltrix_ack_duration_seconds",
     "veltrix_publish_duration_seconds",

@@ -49,6 +49,8 @@ use crate::targets::batching::BatchingPublisher;
 
 /// First delay after a failed receive (doubles up to [`MAX_RECEIVE_RETRY_DELAY`]).
 pub const RECEIVE_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often the source backlog gauge is refreshed (one `GetQueueAttributes` for SQS).
+pub const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 /// Longest delay between failed receives.
 pub const MAX_RECEIVE_RETRY_DELAY: Duration = Duration::from_secs(10);
 
@@ -164,6 +166,7 @@ impl Worker {
         let stop_keeper = CancellationToken::new();
         let (leases, keeper_task) =
             LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
+        let backlog_task = tokio::spawn(watch_backlog(source.clone(), stats.clone(), stop_keeper.clone()));
         let (acks, acker) = Acker::spawn(source.clone(), stats.clone(), settings.ack_linger);
         let targets: Vec<BatchingPublisher> = targets
             .into_iter()
@@ -239,6 +242,7 @@ impl Worker {
         release_unstarted(&ctx, &sequencer).await;
         stop_keeper.cancel();
         let _ = keeper_task.await;
+        let _ = backlog_task.await;
         acker.finish().await;
         if let Some(ctx) = Arc::into_inner(ctx) {
             for target in ctx.targets {
@@ -246,6 +250,22 @@ impl Worker {
             }
         }
         result.map(|()| stats.snapshot())
+    }
+}
+
+/// Refreshes the backlog gauge until `stop`, where the source can tell its backlog.
+async fn watch_backlog(source: Arc<dyn Source>, stats: Arc<Stats>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(BACKLOG_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match source.backlog().await {
+            Some(n) => stats.backlog(n),
+            None => return,
+        }
     }
 }
 

@@ -88,6 +88,13 @@ impl Stats {
         }
     }
 
+    /// Records the source's backlog.
+    pub fn backlog(&self, n: u64) {
+        if let Some(m) = self.metrics() {
+            m.backlog(n);
+        }
+    }
+
     /// Counts a match of rule `rule`.
     pub fn rule_matched(&self, rule: usize) {
         if let Some(m) = self.metrics() {

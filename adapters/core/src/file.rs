@@ -163,6 +163,10 @@ impl Source for FileSource {
     async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError> {
         self.queue.extend(tokens, by).await
     }
+
+    async fn backlog(&self) -> Option<u64> {
+        self.queue.backlog().await
+    }
 }
 
 /// Renders a message as one JSON line: `{"body": …, "attributes": {…}}`.

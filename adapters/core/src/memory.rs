@@ -581,6 +581,11 @@ impl Source for MemoryQueue {
         Ok(())
     }
 
+    async fn backlog(&self) -> Option<u64> {
+        let state = self.lock();
+        Some(state.ready.len() as u64 + state.parked.values().map(|p| p.len() as u64).sum::<u64>())
+    }
+
     async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError> {
         self.simulate_latency().await;
         let mut state = self.lock();

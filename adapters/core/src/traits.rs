@@ -70,6 +70,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// Pushes the lease of in-flight messages to `by` from now, clamped to `limits().max_lease`.
     async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError>;
+
+    /// Messages waiting to be received, where the provider can tell (SQS
+    /// `ApproximateNumberOfMessages`); `None` where it cannot.
+    async fn backlog(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A destination for forwarded messages and dead letters.

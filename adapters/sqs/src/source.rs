@@ -221,6 +221,21 @@ impl Source for SqsSource {
         Ok(())
     }
 
+    async fn backlog(&self) -> Option<u64> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.options.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .ok()?;
+        out.attributes()?
+            .get(&QueueAttributeName::ApproximateNumberOfMessages)?
+            .parse()
+            .ok()
+    }
+
     async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError> {
         let secs = visibility_secs(by);
         let mut last_error = None;
