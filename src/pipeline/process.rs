@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use veltrix_queue::{Delivery, OutboundMessage, QueueError};
+use veltrix_queue::{Delivery, OutboundMessage};
 
 use crate::pipeline::Context;
 use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Reason};
@@ -145,13 +145,20 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
 }
 
 async fn retry(ctx: &Context, d: Delivery, not_before: Option<Duration>) -> Settled {
+    let settled = nack_with_backoff(ctx, d, not_before).await;
+    ctx.stats.settled(Outcome::Retry);
+    settled
+}
+
+/// Nacks with the backoff for this attempt (but not sooner than `not_before`); the message is
+/// not acked and comes back after the delay.
+async fn nack_with_backoff(ctx: &Context, d: Delivery, not_before: Option<Duration>) -> Settled {
     let backoff = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
     let delay = not_before.map_or(backoff, |n| n.max(backoff));
     if let Err(e) = ctx.source.nack(d.token, delay).await {
         // The lease runs out instead and the message comes back a little later.
         tracing::warn!(message_id = %d.id, error = %e, "nack failed; the message returns when its lease expires");
     }
-    ctx.stats.settled(Outcome::Retry);
     Settled::Retried(delay)
 }
 
@@ -168,17 +175,9 @@ async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
         Err(e) => {
             tracing::error!(message_id = %d.id, reason = %dl.reason, error = %e, "dead-letter write failed; the message is not acked and will be redelivered");
             ctx.stats.dead_letter_failed();
-            retry_after_dead_letter_failure(ctx, d, e).await
+            nack_with_backoff(ctx, d, None).await
         }
     }
-}
-
-async fn retry_after_dead_letter_failure(ctx: &Context, d: Delivery, _error: QueueError) -> Settled {
-    let delay = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
-    if let Err(e) = ctx.source.nack(d.token, delay).await {
-        tracing::warn!(message_id = %d.id, error = %e, "nack failed; the message returns when its lease expires");
-    }
-    Settled::Retried(delay)
 }
 
 /// The dead letter: the original body unchanged, the original attributes plus `veltrix.*`.
