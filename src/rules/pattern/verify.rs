@@ -238,21 +238,7 @@ impl Walk<'_> {
             return true;
         }
         // All remaining fields must be satisfied within one element (nested arrays flattened).
-        let mut stack: Vec<std::slice::Iter<'_, Value>> = vec![items.iter()];
-        while let Some(it) = stack.last_mut() {
-            match it.next() {
-                None => {
-                    stack.pop();
-                }
-                Some(Value::Array(inner)) => stack.push(inner.iter()),
-                Some(e) => {
-                    if self.sat(e, d, g2) {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
+        any_element(items, |e| self.sat(e, d, g2))
     }
 
     fn sat_object(&self, map: &Map<String, Value>, d: usize, g: u64) -> bool {
@@ -307,21 +293,7 @@ impl Walk<'_> {
 
     /// Is there any leaf of field `i` under `items`?
     fn has_leaf(&self, items: &[Value], d: usize, i: usize) -> bool {
-        let mut stack: Vec<std::slice::Iter<'_, Value>> = vec![items.iter()];
-        while let Some(it) = stack.last_mut() {
-            match it.next() {
-                None => {
-                    stack.pop();
-                }
-                Some(Value::Array(inner)) => stack.push(inner.iter()),
-                Some(e) => {
-                    if self.has_leaf_in(e, d, i) {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
+        any_element(items, |e| self.has_leaf_in(e, d, i))
     }
 
     fn has_leaf_in(&self, v: &Value, d: usize, i: usize) -> bool {
@@ -336,6 +308,26 @@ impl Walk<'_> {
             _ => f.segs.len() == d,
         }
     }
+}
+
+/// True when `pred` holds for some element of `items`, nested arrays flattened (iteratively, so
+/// deep nesting cannot overflow the stack).
+fn any_element<'v>(items: &'v [Value], mut pred: impl FnMut(&'v Value) -> bool) -> bool {
+    let mut stack: Vec<std::slice::Iter<'v, Value>> = vec![items.iter()];
+    while let Some(it) = stack.last_mut() {
+        match it.next() {
+            None => {
+                stack.pop();
+            }
+            Some(Value::Array(inner)) => stack.push(inner.iter()),
+            Some(e) => {
+                if pred(e) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
