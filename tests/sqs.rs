@@ -61,34 +61,24 @@ impl Backend for Sqs {
 }
 
 // The shared behaviour suite, one test per check so they run concurrently.
-#[tokio::test]
-async fn sqs_publish_then_receive_keeps_body_and_attributes() {
-    behaviour::publish_then_receive_keeps_body_and_attributes(&Sqs).await;
+macro_rules! behaviour_suite {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            behaviour::$check(&Sqs).await;
+        }
+    )*};
 }
-#[tokio::test]
-async fn sqs_acked_message_is_not_redelivered() {
-    behaviour::acked_message_is_not_redelivered(&Sqs).await;
-}
-#[tokio::test]
-async fn sqs_unacked_message_is_redelivered_after_visibility_timeout() {
-    behaviour::unacked_message_is_redelivered_after_visibility_timeout(&Sqs).await;
-}
-#[tokio::test]
-async fn sqs_nack_with_delay_redelivers_after_delay() {
-    behaviour::nack_with_delay_redelivers_after_delay(&Sqs).await;
-}
-#[tokio::test]
-async fn sqs_nack_zero_redelivers_now() {
-    behaviour::nack_zero_redelivers_now(&Sqs).await;
-}
-#[tokio::test]
-async fn sqs_extend_keeps_message_invisible_past_visibility_timeout() {
-    behaviour::extend_keeps_message_invisible_past_visibility_timeout(&Sqs).await;
-}
-#[tokio::test]
-async fn sqs_batch_of_messages_arrives_once() {
-    behaviour::batch_of_messages_arrives_once(&Sqs).await;
-}
+
+behaviour_suite!(
+    publish_then_receive_keeps_body_and_attributes,
+    acked_message_is_not_redelivered,
+    unacked_message_is_redelivered_after_visibility_timeout,
+    nack_with_delay_redelivers_after_delay,
+    nack_zero_redelivers_now,
+    extend_keeps_message_invisible_past_visibility_timeout,
+    batch_of_messages_arrives_once,
+);
 
 #[tokio::test]
 async fn batch_delete_returns_only_the_failed_entries() {
