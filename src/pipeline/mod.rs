@@ -244,6 +244,7 @@ impl Worker {
         let _ = keeper_task.await;
         let _ = backlog_task.await;
         acker.finish().await;
+        source.close().await;
         if let Some(ctx) = Arc::into_inner(ctx) {
             for target in ctx.targets {
                 target.finish().await;

@@ -76,6 +76,11 @@ pub trait Source: Send + Sync + 'static {
     async fn backlog(&self) -> Option<u64> {
         None
     }
+
+    /// Called once after the worker stopped and every ack was handed over: flush what the
+    /// provider client still buffers (Pub/Sub acks are sent in the background) and release
+    /// streams. The default does nothing (SQS acks are synchronous).
+    async fn close(&self) {}
 }
 
 /// A destination for forwarded messages and dead letters.
