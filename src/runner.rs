@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use veltrix_pubsub::{PubSubSource, PubSubSourceOptions};
 use veltrix_queue::file::FileSource;
 use veltrix_queue::{Publisher, QueueError, Source};
 use veltrix_sqs::{SqsSource, SqsSourceOptions};
@@ -39,6 +40,10 @@ pub enum RunError {
     Server(#[from] ServerError),
 }
 
+/// Added to the longest hold of a Pub/Sub message before the client library stops extending
+/// its lease on its own (the source's own leases release it first).
+const PUBSUB_HOLD_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Opens the configured source.
 pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError> {
     Ok(match &config.source {
@@ -58,6 +63,26 @@ pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError>
                 endpoint_url: connect.endpoint_override(),
             };
             Arc::new(SqsSource::open(client, options).await?)
+        }
+        SourceConfig::Pubsub {
+            subscription,
+            connect,
+            streams,
+            max_outstanding_messages,
+            max_outstanding_bytes,
+            visibility_timeout,
+        } => {
+            let options = PubSubSourceOptions {
+                subscription: subscription.clone(),
+                streams: *streams,
+                max_outstanding_messages: *max_outstanding_messages,
+                max_outstanding_bytes: *max_outstanding_bytes,
+                visibility_timeout: *visibility_timeout,
+                // A message is held for its lease extensions or for a delayed nack, whichever
+                // is longer, plus a margin; past that the client stops extending.
+                max_hold: config.settings.max_lease.max(config.settings.retry.max_backoff) + PUBSUB_HOLD_MARGIN,
+            };
+            Arc::new(PubSubSource::open(&veltrix_pubsub::Connection::new(connect), options).await?)
         }
     })
 }

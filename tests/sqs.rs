@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::localstack::{self, ENDPOINT};
 use common::*;
-use tokio::sync::oneshot;
 use veltrix_queue::behaviour::{self, Backend, TestQueue};
 use veltrix_queue::memory::{Fault, MemoryQueue, MemoryQueueConfig};
 use veltrix_queue::{ErrorClass, OutboundMessage, Publisher, QueueError, Received, Source};
@@ -112,32 +111,6 @@ async fn batch_delete_returns_only_the_failed_entries() {
 
 /// Runs a worker on `source` until `done` holds (bounded), then shuts it down and returns the
 /// summary.
-async fn run_until(
-    worker: veltrix::pipeline::Worker,
-    limit: Duration,
-    what: &str,
-    done: impl FnMut() -> bool,
-) -> veltrix::pipeline::stats::Summary {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let waited = tokio::time::timeout(limit, async {
-        let mut done = done;
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let _ = stop.send(());
-    let summary = run.await.unwrap().unwrap();
-    assert!(
-        waited.is_ok(),
-        "timed out after {limit:?} waiting until {what}: {summary}"
-    );
-    summary
-}
-
 fn sqs_worker(
     source: SqsSource,
     rules_toml: &str,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Diagnostic};
 
+pub use veltrix_pubsub::ConnectOptions as PubSubConnect;
 pub use veltrix_sqs::ConnectOptions;
 
 use crate::pipeline::settings::Settings;
@@ -46,6 +47,21 @@ pub enum SourceConfig {
         /// Visibility timeout to request; `None` = the queue's.
         visibility_timeout: Option<Duration>,
     },
+    /// A Pub/Sub subscription.
+    Pubsub {
+        /// `projects/P/subscriptions/S`.
+        subscription: String,
+        /// Endpoint.
+        connect: PubSubConnect,
+        /// Streaming-pull streams.
+        streams: usize,
+        /// Flow control per stream (messages).
+        max_outstanding_messages: u64,
+        /// Flow control per stream (bytes).
+        max_outstanding_bytes: u64,
+        /// Lease of a received message; `None` = the subscription's ack deadline.
+        visibility_timeout: Option<Duration>,
+    },
 }
 
 impl SourceConfig {
@@ -54,6 +70,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File { .. } => "file",
             SourceConfig::Sqs { .. } => "sqs",
+            SourceConfig::Pubsub { .. } => "pubsub",
         }
     }
 
@@ -62,6 +79,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File { path, .. } => path.display().to_string(),
             SourceConfig::Sqs { queue_url, .. } => queue_url.clone(),
+            SourceConfig::Pubsub { subscription, .. } => subscription.clone(),
         }
     }
 }
@@ -93,6 +111,13 @@ pub enum TargetKind {
         queue_url: String,
         /// Endpoint and region.
         connect: ConnectOptions,
+    },
+    /// Publish to a Pub/Sub topic.
+    Pubsub {
+        /// `projects/P/topics/T`.
+        topic: String,
+        /// Endpoint.
+        connect: PubSubConnect,
     },
 }
 

@@ -30,6 +30,18 @@ pub mod defaults {
     pub const fn sqs_wait_time_secs() -> u64 {
         20
     }
+    /// Parallel Pub/Sub streaming-pull streams.
+    pub const fn pubsub_streams() -> u32 {
+        1
+    }
+    /// Pub/Sub flow control per stream: messages handed out and not yet settled.
+    pub const fn pubsub_max_outstanding_messages() -> u64 {
+        veltrix_pubsub::limits::DEFAULT_MAX_OUTSTANDING_MESSAGES
+    }
+    /// Pub/Sub flow control per stream: bytes handed out and not yet settled (100 MiB).
+    pub const fn pubsub_max_outstanding_bytes() -> u64 {
+        veltrix_pubsub::limits::DEFAULT_MAX_OUTSTANDING_BYTES
+    }
     /// Attempts before a message that keeps failing is dead-lettered.
     pub const fn max_attempts() -> u32 {
         5
@@ -120,6 +132,34 @@ pub enum RawSource {
         #[serde(default)]
         visibility_timeout_secs: Option<u64>,
     },
+    /// A Google Cloud Pub/Sub subscription (streaming pull).
+    Pubsub {
+        /// Full name: `projects/PROJECT/subscriptions/NAME`.
+        subscription: String,
+        /// Endpoint override, e.g. the emulator's `http://127.0.0.1:8085` (also
+        /// `PUBSUB_EMULATOR_HOST`); an `http://` endpoint uses no credentials.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Messages processed at once (default 256, 1–65536).
+        #[serde(default = "defaults::max_in_flight")]
+        max_in_flight: u32,
+        /// Concurrent receive loops (default 1, 1–64).
+        #[serde(default = "defaults::pollers")]
+        pollers: u32,
+        /// Parallel streaming-pull streams (default 1, 1–32).
+        #[serde(default = "defaults::pubsub_streams")]
+        streams: u32,
+        /// Flow control per stream: unsettled messages (default 1000, 1–1000000).
+        #[serde(default = "defaults::pubsub_max_outstanding_messages")]
+        max_outstanding_messages: u64,
+        /// Flow control per stream: unsettled bytes (default 104857600, 1024–1073741824).
+        #[serde(default = "defaults::pubsub_max_outstanding_bytes")]
+        max_outstanding_bytes: u64,
+        /// Lease of a received message before it is redelivered (default: the subscription's
+        /// ack deadline; 1–600 s).
+        #[serde(default)]
+        visibility_timeout_secs: Option<u64>,
+    },
 }
 
 /// `[targets.NAME]`, tagged by `type`.
@@ -157,6 +197,14 @@ pub enum RawTarget {
         /// Region override.
         #[serde(default)]
         region: Option<String>,
+    },
+    /// Publishes to a Google Cloud Pub/Sub topic.
+    Pubsub {
+        /// Full name: `projects/PROJECT/topics/NAME`.
+        topic: String,
+        /// Endpoint override (also `PUBSUB_EMULATOR_HOST`).
+        #[serde(default)]
+        endpoint: Option<String>,
     },
 }
 

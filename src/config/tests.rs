@@ -196,3 +196,71 @@ fn http_target_is_validated() {
     let c = load_toml(&ok).unwrap();
     assert!(matches!(&c.targets[0].kind, TargetKind::Http { timeout, .. } if *timeout == Duration::from_secs(5)));
 }
+
+#[test]
+fn pubsub_source_and_target_load_with_defaults() {
+    let text = VALID
+        .replace(
+            "type = \"file\"\npath = \"events.jsonl\"",
+            "type = \"pubsub\"\nsubscription = \"projects/p/subscriptions/orders\"\nendpoint = \"http://127.0.0.1:8085\"",
+        )
+        .replace(
+            "[targets.dlq]\ntype = \"stdout\"",
+            "[targets.dlq]\ntype = \"pubsub\"\ntopic = \"projects/p/topics/orders-dlq\"",
+        );
+    let c = load_toml(&text).unwrap();
+    assert_eq!(
+        c.source,
+        SourceConfig::Pubsub {
+            subscription: "projects/p/subscriptions/orders".into(),
+            connect: PubSubConnect {
+                endpoint: Some("http://127.0.0.1:8085".into())
+            },
+            streams: 1,
+            max_outstanding_messages: 1000,
+            max_outstanding_bytes: 100 << 20,
+            visibility_timeout: None,
+        }
+    );
+    assert_eq!(
+        c.targets[0].kind,
+        TargetKind::Pubsub {
+            topic: "projects/p/topics/orders-dlq".into(),
+            connect: PubSubConnect::default()
+        }
+    );
+}
+
+#[test]
+fn pubsub_short_names_are_explained_with_the_full_form() {
+    let text = VALID.replace(
+        "type = \"file\"\npath = \"events.jsonl\"",
+        "type = \"pubsub\"\nsubscription = \"orders-sub\"\nstreams = 0",
+    );
+    let err = load_toml(&text).unwrap_err();
+    let problems = err.problems();
+    let sub = problems
+        .iter()
+        .find(|p| p.field.as_deref() == Some("source.subscription"))
+        .expect("subscription problem");
+    assert_eq!(sub.position.unwrap().line, 4);
+    assert_eq!(sub.allowed.as_deref(), Some("projects/PROJECT/subscriptions/NAME"));
+    assert!(
+        sub.hint
+            .as_deref()
+            .unwrap()
+            .contains("projects/<your-project>/subscriptions/orders-sub"),
+        "{err}"
+    );
+    let streams = problems
+        .iter()
+        .find(|p| p.field.as_deref() == Some("source.streams"))
+        .expect("streams problem");
+    assert_eq!(streams.allowed.as_deref(), Some("1 to 32"));
+    let topic = VALID.replace(
+        "[targets.dlq]\ntype = \"stdout\"",
+        "[targets.dlq]\ntype = \"pubsub\"\ntopic = \"projects/p/subscriptions/x\"",
+    );
+    let d = only_problem(load_toml(&topic).unwrap_err());
+    assert_eq!(d.field.as_deref(), Some("targets.dlq.topic"));
+}

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::{did_you_mean, Diagnostic};
 use super::raw::{RawAction, RawConfig, RawRule, RawSource, RawTarget, RawUnmatched};
-use super::{Config, ConnectOptions, SourceConfig, TargetConfig, TargetKind};
+use super::{Config, ConnectOptions, PubSubConnect, SourceConfig, TargetConfig, TargetKind};
 use crate::pipeline::backoff::RetryPolicy;
 use crate::pipeline::settings::Settings;
 use crate::rules::pattern::PatternSet;
@@ -24,6 +24,9 @@ pub const MAX_DELAY_SECS: u64 = 43_200;
 pub const MAX_IN_FLIGHT: u32 = 65_536;
 /// Largest `pollers`.
 pub const MAX_POLLERS: u32 = 64;
+
+/// Most Pub/Sub streaming-pull streams per worker.
+pub const MAX_PUBSUB_STREAMS: u32 = 32;
 /// Largest retry budget.
 pub const MAX_ATTEMPTS: u32 = 1000;
 
@@ -117,6 +120,52 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             };
             (source, max_in_flight, pollers)
         }
+        RawSource::Pubsub {
+            subscription,
+            endpoint,
+            max_in_flight,
+            pollers,
+            streams,
+            max_outstanding_messages,
+            max_outstanding_bytes,
+            visibility_timeout_secs,
+        } => {
+            check_pubsub_name(&mut c, "source.subscription", &subscription, "subscriptions");
+            check_endpoint(&mut c, "source.endpoint", endpoint.as_deref());
+            c.range("source.streams", streams.into(), 1, MAX_PUBSUB_STREAMS.into(), "");
+            c.range(
+                "source.max_outstanding_messages",
+                max_outstanding_messages,
+                1,
+                1_000_000,
+                "",
+            );
+            c.range(
+                "source.max_outstanding_bytes",
+                max_outstanding_bytes,
+                1024,
+                1 << 30,
+                " bytes",
+            );
+            if let Some(v) = visibility_timeout_secs {
+                c.range(
+                    "source.visibility_timeout_secs",
+                    v,
+                    1,
+                    veltrix_pubsub::limits::MAX_ACK_DEADLINE.as_secs(),
+                    " s",
+                );
+            }
+            let source = SourceConfig::Pubsub {
+                subscription,
+                connect: PubSubConnect { endpoint },
+                streams: streams as usize,
+                max_outstanding_messages,
+                max_outstanding_bytes,
+                visibility_timeout: visibility_timeout_secs.map(Duration::from_secs),
+            };
+            (source, max_in_flight, pollers)
+        }
     };
     c.range(
         "source.max_in_flight",
@@ -187,6 +236,16 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                     connect: ConnectOptions {
                         endpoint_url: endpoint_url.clone(),
                         region: region.clone(),
+                    },
+                }
+            }
+            RawTarget::Pubsub { topic, endpoint } => {
+                check_pubsub_name(&mut c, &format!("{field}.topic"), topic, "topics");
+                check_endpoint(&mut c, &format!("{field}.endpoint"), endpoint.as_deref());
+                TargetKind::Pubsub {
+                    topic: topic.clone(),
+                    connect: PubSubConnect {
+                        endpoint: endpoint.clone(),
                     },
                 }
             }
@@ -346,6 +405,32 @@ fn check_queue_url(c: &mut Checker, field: &str, url: &str) {
                 .hint("use the URL (not the ARN or name): `aws sqs get-queue-url --queue-name NAME`, or the Terraform output"),
         );
     }
+}
+
+/// `projects/PROJECT/<collection>/NAME`, as Pub/Sub names resources.
+fn check_pubsub_name(c: &mut Checker, field: &str, name: &str, collection: &str) {
+    let parts: Vec<&str> = name.split('/').collect();
+    let ok = parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == collection
+        && !parts[1].is_empty()
+        && !parts[3].is_empty();
+    if ok {
+        return;
+    }
+    let singular = collection.trim_end_matches('s');
+    let mut d = Diagnostic::field(field, format!("`{name}` is not a full {singular} name"))
+        .allowed(format!("projects/PROJECT/{collection}/NAME"));
+    d = if !name.is_empty() && !name.contains('/') {
+        d.hint(format!(
+            "did you mean `projects/<your-project>/{collection}/{name}`? (the Terraform output and `gcloud pubsub {collection} describe` print the full name)"
+        ))
+    } else {
+        d.hint(format!(
+            "use the full name, e.g. projects/my-project/{collection}/orders (the Terraform output prints it)"
+        ))
+    };
+    c.problems.push(d);
 }
 
 fn check_http_url(c: &mut Checker, field: &str, url: &str) {

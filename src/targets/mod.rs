@@ -5,6 +5,7 @@ pub mod http;
 
 use std::sync::Arc;
 
+use veltrix_pubsub::PubSubTarget;
 use veltrix_queue::file::{FileTarget, StdoutTarget};
 use veltrix_queue::{Publisher, QueueError};
 use veltrix_sqs::SqsTarget;
@@ -44,6 +45,9 @@ pub async fn open(target: &TargetConfig) -> Result<Arc<dyn Publisher>, QueueErro
             let client = veltrix_sqs::connect(connect, queue_url).await;
             let endpoint = connect.endpoint_override();
             Arc::new(SqsTarget::new(client, queue_url.clone(), endpoint))
+        }
+        TargetKind::Pubsub { topic, connect } => {
+            Arc::new(PubSubTarget::open(&veltrix_pubsub::Connection::new(connect), topic).await?)
         }
     })
 }

@@ -107,3 +107,31 @@ pub fn numbers(messages: &[veltrix_queue::memory::StoredMessage]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Runs `worker` until `done` holds (checked every 50 ms, failing after `limit`), then shuts it
+/// down and returns its summary.
+pub async fn run_until(
+    worker: veltrix::pipeline::Worker,
+    limit: Duration,
+    what: &str,
+    done: impl FnMut() -> bool,
+) -> veltrix::pipeline::stats::Summary {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let waited = tokio::time::timeout(limit, async {
+        let mut done = done;
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let summary = run.await.unwrap().unwrap();
+    assert!(
+        waited.is_ok(),
+        "timed out after {limit:?} waiting until {what}: {summary}"
+    );
+    summary
+}

@@ -134,22 +134,33 @@ impl EmulatorAdmin {
 
     /// Creates a topic named `<prefix>-<random>`; returns its full name.
     pub async fn topic(&self, prefix: &str) -> Result<String, QueueError> {
+        self.create_topic(&topic_path(&unique(prefix))).await
+    }
+
+    /// Creates a subscription named `<prefix>-<random>`; returns its full name.
+    pub async fn subscription(&self, prefix: &str, spec: SubscriptionSpec) -> Result<String, QueueError> {
+        self.create_subscription(&subscription_path(&unique(prefix)), spec)
+            .await
+    }
+
+    /// Creates the topic `name` (full name).
+    pub async fn create_topic(&self, name: &str) -> Result<String, QueueError> {
         let t = self
             .topics
             .create_topic()
-            .set_name(topic_path(&unique(prefix)))
+            .set_name(name)
             .send()
             .await
             .map_err(|e| admin_error("create topic", e))?;
         Ok(t.name)
     }
 
-    /// Creates a subscription named `<prefix>-<random>`; returns its full name.
-    pub async fn subscription(&self, prefix: &str, spec: SubscriptionSpec) -> Result<String, QueueError> {
+    /// Creates the subscription `name` (full name).
+    pub async fn create_subscription(&self, name: &str, spec: SubscriptionSpec) -> Result<String, QueueError> {
         let mut b = self
             .subscriptions
             .create_subscription()
-            .set_name(subscription_path(&unique(prefix)))
+            .set_name(name)
             .set_topic(spec.topic)
             .set_ack_deadline_seconds(spec.ack_deadline_secs)
             .set_enable_message_ordering(spec.ordering);

@@ -1,0 +1,272 @@
+//! The worker on Google Pub/Sub (the real emulator, started once per run by scripts/test.sh or
+//! here when it is not running): config-driven routing and dead-lettering through topics, the
+//! interplay with the subscription's native dead-letter policy, and 10,000 messages drained.
+//! Every test makes fresh, uniquely named topics and subscriptions.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use tokio::time::Instant;
+use veltrix::config::load_str;
+use veltrix::runner::{self, RunOptions};
+use veltrix_pubsub::emulator::{self, EmulatorAdmin, SubscriptionSpec};
+use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
+use veltrix_queue::{Delivery, OutboundMessage, Publisher, Received, Source};
+
+async fn admin() -> EmulatorAdmin {
+    EmulatorAdmin::connect().await.expect("connect to the Pub/Sub emulator")
+}
+
+async fn open_source(admin: &EmulatorAdmin, subscription: &str, streams: usize) -> PubSubSource {
+    let options = PubSubSourceOptions {
+        subscription: subscription.to_string(),
+        streams,
+        max_outstanding_messages: 1000,
+        max_outstanding_bytes: 100 << 20,
+        visibility_timeout: None,
+        max_hold: Duration::from_secs(3600),
+    };
+    PubSubSource::open(&admin.connection, options)
+        .await
+        .expect("open the Pub/Sub source")
+}
+
+async fn publish_all(admin: &EmulatorAdmin, topic: &str, messages: Vec<OutboundMessage>) {
+    let target = PubSubTarget::open(&admin.connection, topic)
+        .await
+        .expect("open the target");
+    for chunk in messages.chunks(1000) {
+        for r in target.publish(chunk.to_vec()).await {
+            r.expect("publish to the emulator");
+        }
+    }
+}
+
+fn body(text: &str) -> OutboundMessage {
+    OutboundMessage {
+        body: Bytes::from(text.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Receives and acks until `n` messages arrived or `limit` passed.
+async fn drain(source: &PubSubSource, n: usize, limit: Duration) -> Vec<Delivery> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        if let Received::Messages(batch) = source.receive(1000, Duration::from_secs(1)).await.expect("receive") {
+            source
+                .ack(batch.iter().map(|d| d.token.clone()).collect())
+                .await
+                .expect("ack");
+            got.extend(batch);
+        }
+    }
+    got
+}
+
+/// Whatever arrives during `window` (to prove that nothing does).
+async fn arrivals_during(source: &PubSubSource, window: Duration) -> Vec<Delivery> {
+    let deadline = Instant::now() + window;
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        if let Received::Messages(batch) = source.receive(1000, wait).await.expect("receive") {
+            got.extend(batch);
+        }
+    }
+    got
+}
+
+/// The whole path from a config file: Pub/Sub source, Pub/Sub targets for forwards and dead
+/// letters. The rule's retry budget (3) is below the subscription's native dead-letter policy
+/// (5 attempts), so veltrix dead-letters the poison message itself, with its reason, and the
+/// native dead-letter topic stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_driven_worker_routes_and_dead_letters_before_the_native_policy() {
+    let admin = admin().await;
+    let native_dlq = admin.topic("native-dlq").await.expect("topic");
+    let native_dlq_sub = admin
+        .subscription("native-dlq", SubscriptionSpec::on(&native_dlq))
+        .await
+        .expect("sub");
+    let source_topic = admin.topic("orders").await.expect("topic");
+    let source_sub = admin
+        .subscription(
+            "orders",
+            SubscriptionSpec {
+                dead_letter: Some((native_dlq.clone(), 5)),
+                ..SubscriptionSpec::on(&source_topic)
+            },
+        )
+        .await
+        .expect("sub");
+    let out = admin.topic("out").await.expect("topic");
+    let out_sub = admin
+        .subscription("out", SubscriptionSpec::on(&out))
+        .await
+        .expect("sub");
+    let dlq = admin.topic("dlq").await.expect("topic");
+    let dlq_sub = admin
+        .subscription("dlq", SubscriptionSpec::on(&dlq))
+        .await
+        .expect("sub");
+
+    let endpoint = emulator::endpoint();
+    let text = format!(
+        r#"
+[source]
+type = "pubsub"
+subscription = "{source_sub}"
+endpoint = "{endpoint}"
+streams = 2
+
+[targets.out]
+type = "pubsub"
+topic = "{out}"
+endpoint = "{endpoint}"
+
+[targets.dlq]
+type = "pubsub"
+topic = "{dlq}"
+endpoint = "{endpoint}"
+
+[pipeline]
+dead_letter = "dlq"
+retry = {{ max_attempts = 3, initial_backoff_ms = 200, max_backoff_secs = 1 }}
+drain_timeout_secs = 10
+
+[[rules]]
+name = "orders"
+match = {{ body = {{ type = ["order"] }} }}
+actions = [{{ type = "forward", target = "out" }}]
+
+[[rules]]
+name = "flaky"
+match = {{ body = {{ type = ["poison"] }} }}
+actions = [{{ type = "retry" }}]
+"#
+    );
+    let config = load_str(Path::new("pubsub.toml"), &text, &|_| None).expect("valid config");
+    let mut events: Vec<OutboundMessage> = (0..20)
+        .map(|i| body(&format!(r#"{{"type":"order","n":{i}}}"#)))
+        .collect();
+    events.push(body(r#"{"type":"poison"}"#));
+    events.push(body("not json at all"));
+    publish_all(&admin, &source_topic, events).await;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(runner::run(config, RunOptions::default(), async move {
+        let _ = stopped.await;
+    }));
+    let out_source = open_source(&admin, &out_sub, 1).await;
+    let dlq_source = open_source(&admin, &dlq_sub, 1).await;
+    let forwarded = drain(&out_source, 20, Duration::from_secs(60)).await;
+    let dead = drain(&dlq_source, 2, Duration::from_secs(60)).await;
+    let native = open_source(&admin, &native_dlq_sub, 1).await;
+    let natively_dead = arrivals_during(&native, Duration::from_secs(3)).await;
+    let _ = stop.send(());
+    let summary = worker.await.expect("worker task").expect("worker run");
+
+    let numbers: BTreeSet<u64> = forwarded
+        .iter()
+        .map(|d| {
+            serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, (0..20).collect(), "every order forwarded");
+    assert!(forwarded
+        .iter()
+        .all(|d| d.attributes.get("veltrix.rule").map(String::as_str) == Some("orders")));
+    let reasons: HashMap<String, &Delivery> = dead
+        .iter()
+        .map(|d| (d.attributes.get("veltrix.reason").cloned().unwrap_or_default(), d))
+        .collect();
+    assert_eq!(dead.len(), 2, "{reasons:?}", reasons = reasons.keys());
+    let poison = reasons
+        .get("retry_budget_exhausted")
+        .unwrap_or_else(|| panic!("poison dead-lettered by veltrix: {:?}", reasons.keys()));
+    assert_eq!(&poison.body[..], br#"{"type":"poison"}"#);
+    assert_eq!(poison.attributes.get("veltrix.attempts").map(String::as_str), Some("3"));
+    assert!(
+        dead.iter().any(|d| &d.body[..] == b"not json at all"),
+        "the malformed event is dead-lettered"
+    );
+    assert!(
+        natively_dead.is_empty(),
+        "the native policy moved {} message(s)",
+        natively_dead.len()
+    );
+    assert_eq!((summary.forwarded, summary.dead_lettered), (20, 2), "{summary}");
+
+    // Everything was acked: the source subscription is empty.
+    let leftover = open_source(&admin, &source_sub, 1).await;
+    assert!(
+        arrivals_during(&leftover, Duration::from_secs(3)).await.is_empty(),
+        "unacked messages remain"
+    );
+    for s in [out_source, dlq_source, native, leftover] {
+        s.close().await;
+    }
+}
+
+const FORWARD_ALL: &str = r#"
+[[rules]]
+name = "all"
+match = { body = { n = [{ exists = true }] } }
+actions = [{ type = "forward", target = "out" }]
+"#;
+
+/// 10,000 messages through the worker on four streams: every id arrives, nothing is left on
+/// the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_drains_ten_thousand_messages_with_none_lost() {
+    let admin = admin().await;
+    let topic = admin.topic("drain10k").await.expect("topic");
+    let sub = admin
+        .subscription(
+            "drain10k",
+            SubscriptionSpec {
+                ack_deadline_secs: 60,
+                ..SubscriptionSpec::on(&topic)
+            },
+        )
+        .await
+        .expect("sub");
+    publish_all(
+        &admin,
+        &topic,
+        (0..10_000u64).map(|n| body(&format!(r#"{{"n":{n}}}"#))).collect(),
+    )
+    .await;
+    let targets = Targets::new();
+    let mut s = settings();
+    s.receive_wait = Duration::from_secs(1);
+    s.max_in_flight = 1024;
+    let source = open_source(&admin, &sub, 4).await;
+    let w = veltrix::pipeline::Worker::new(Arc::new(source), rules(FORWARD_ALL), targets.list(), 1, s);
+    let out = targets.out.clone();
+    let summary = run_until(w, Duration::from_secs(180), "10,000 messages arrived", || {
+        out.len() >= 10_000
+    })
+    .await;
+    let got: BTreeSet<u64> = numbers(&targets.out.snapshot()).into_iter().collect();
+    assert_eq!(got, (0..10_000).collect(), "every id arrived");
+    assert_eq!(summary.dead_lettered, 0, "{summary}");
+    let leftover = open_source(&admin, &sub, 1).await;
+    assert!(
+        arrivals_during(&leftover, Duration::from_secs(3)).await.is_empty(),
+        "unacked messages remain"
+    );
+    leftover.close().await;
+}
