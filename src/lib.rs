@@ -20,10 +20,12 @@
 //! - [`pipeline`]: the delivery machinery (concurrency, acks, retries, leases, drain).
 //! - [`targets`]: opening configured targets, and batching publishes.
 //! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test`; [`shutdown`]: signals.
+//! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix.
 
 pub mod config;
 pub mod observe;
 pub mod pipeline;
+pub mod replay;
 pub mod rules;
 pub mod runner;
 pub mod shutdown;

@@ -66,6 +66,50 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Dead-letter tools.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Publish dead letters back to the source (or another target), without the attributes the
+    /// worker added; print one JSON line per dead letter and a summary.
+    Replay {
+        /// The worker's config file (.toml or .json).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Target holding the dead letters (default: pipeline.dead_letter).
+        #[arg(long, value_name = "TARGET")]
+        from: Option<String>,
+        /// Read the dead letters from this Pub/Sub subscription (a topic cannot be read).
+        #[arg(long, value_name = "projects/P/subscriptions/S")]
+        from_subscription: Option<String>,
+        /// Where to publish: `source` (the worker's source) or a target name.
+        #[arg(long, default_value = veltrix::replay::open::TO_SOURCE, value_name = "source|TARGET")]
+        to: String,
+        /// Replay only dead letters whose envelope matches this event pattern (JSON), e.g.
+        /// '{"attributes": {"veltrix.reason": ["transform_failed"]}}'.
+        #[arg(long, value_name = "PATTERN")]
+        filter: Option<String>,
+        /// Publish at most this many messages per second.
+        #[arg(long, value_name = "N")]
+        rate: Option<f64>,
+        /// Stop after this many replays.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Print what would be replayed; publish and ack nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A dead letter already replayed this many times (`veltrix.replays`) stays put.
+        #[arg(long, default_value_t = veltrix::replay::DEFAULT_MAX_REPLAYS, value_name = "N")]
+        max_replays: u32,
+        /// Seconds one receive waits; a receive that brings nothing new ends the replay.
+        #[arg(long, default_value_t = 2, value_name = "SECS")]
+        wait_secs: u64,
+    },
 }
 
 /// Exit code for a config or usage problem.
@@ -135,6 +179,60 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    config,
+                    from,
+                    from_subscription,
+                    to,
+                    filter,
+                    rate,
+                    limit,
+                    dry_run,
+                    max_replays,
+                    wait_secs,
+                },
+        } => {
+            init_logs(cli.log_format, "warn");
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let filter = match filter.as_deref().map(compile_filter).transpose() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: --filter: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                eprintln!("error: --rate must be a positive number of messages per second");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let options = veltrix::replay::ReplayOptions {
+                filter,
+                rate_per_sec: rate,
+                limit,
+                dry_run,
+                max_replays,
+                receive_wait: std::time::Duration::from_secs(wait_secs),
+            };
+            match replay(&c, from.as_deref(), from_subscription.as_deref(), &to, &options) {
+                Ok(summary) => {
+                    eprintln!("replay: {summary}");
+                    if summary.failed > 0 {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, metrics_addr } => {
             init_logs(cli.log_format, "info");
             let c = match load(&config) {
@@ -176,4 +274,44 @@ fn run(c: config::Config, options: RunOptions) -> anyhow::Result<veltrix::pipeli
     // The worker has drained. A blocking read of stdin cannot be cancelled: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(result?)
+}
+
+fn compile_filter(text: &str) -> anyhow::Result<veltrix::rules::pattern::PatternSet> {
+    let pattern: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
+    veltrix::rules::pattern::PatternSet::compile([("--filter", &pattern)]).map_err(|e| {
+        let at = if e.path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", e.path)
+        };
+        anyhow::anyhow!("invalid pattern{at}: {}", e.reason)
+    })
+}
+
+fn replay(
+    c: &config::Config,
+    from: Option<&str>,
+    from_subscription: Option<&str>,
+    to: &str,
+    options: &veltrix::replay::ReplayOptions,
+) -> anyhow::Result<veltrix::replay::ReplaySummary> {
+    use std::io::Write as _;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let source = veltrix::replay::open::open_dead_letters(c, from, from_subscription).await?;
+        let destination = veltrix::replay::open::open_destination(c, to).await?;
+        let mut stdout = std::io::stdout().lock();
+        let summary = veltrix::replay::replay(source.as_ref(), destination.as_ref(), options, |record| {
+            let _ = serde_json::to_writer(&mut stdout, record);
+            let _ = writeln!(stdout);
+        })
+        .await?;
+        Ok(summary)
+    });
+    // A blocking read of stdin (`-` as the dead-letter file) cannot be cancelled: do not wait.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
