@@ -1,5 +1,6 @@
 //! `veltrix run`: open the configured source and targets and run the worker.
 
+use crate::observe::events::{LogEvent, WorkerStarting};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,7 +112,13 @@ pub async fn run(
     }
     let source = open_source(&config).await.map_err(RunError::Source)?;
     let info = source.info();
-    tracing::info!(source_kind = info.kind, source = %info.name, rules = config.rules.rules().len(), targets = publishers.len(), "worker starting");
+    WorkerStarting {
+        source_kind: info.kind,
+        source: info.name.clone(),
+        rules: config.rules.rules().len(),
+        targets: publishers.len(),
+    }
+    .emit();
     let worker = Worker::new(
         source,
         config.rules.clone(),

@@ -1,10 +1,16 @@
 //! The shutdown signal: SIGTERM (what containers get) or SIGINT (Ctrl-C).
 
+use crate::observe::events::{LogEvent, ShutdownSignal, SignalListenerFailed};
+
 /// Completes when the process receives SIGTERM or SIGINT.
 pub async fn signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            SignalListenerFailed {
+                signal: "SIGINT",
+                error: e.to_string(),
+            }
+            .emit();
             std::future::pending::<()>().await;
         }
     };
@@ -15,7 +21,11 @@ pub async fn signal() {
                 s.recv().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                SignalListenerFailed {
+                    signal: "SIGTERM",
+                    error: e.to_string(),
+                }
+                .emit();
                 std::future::pending::<()>().await;
             }
         }
@@ -23,7 +33,7 @@ pub async fn signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown signal received"),
-        _ = terminate => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
+        _ = ctrl_c => ShutdownSignal { signal: "SIGINT" }.emit(),
+        _ = terminate => ShutdownSignal { signal: "SIGTERM" }.emit(),
     }
 }

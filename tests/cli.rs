@@ -212,3 +212,125 @@ fn sigterm_drains_and_exits_zero_with_the_summary() {
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(stderr.contains("received=5 forwarded=5"), "{stderr}");
 }
+
+#[test]
+fn dlq_replay_moves_filtered_dead_letters_from_a_file_to_a_target() {
+    let dir = quickstart_copy();
+    let config = dir.path().join("quickstart.toml");
+    let config = config.to_str().unwrap();
+    assert!(veltrix(&["run", "-c", config]).status.success());
+    let unmatched = r#"{"attributes": {"veltrix.reason": ["unmatched"]}}"#;
+
+    let dry = veltrix(&[
+        "dlq",
+        "replay",
+        "-c",
+        config,
+        "--to",
+        "orders",
+        "--filter",
+        unmatched,
+        "--dry-run",
+        "--wait-secs",
+        "1",
+    ]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let records: Vec<Value> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 6, "one line per dead letter read");
+    assert_eq!(records.iter().filter(|r| r["action"] == "would_replay").count(), 3);
+    assert_eq!(records.iter().filter(|r| r["action"] == "skipped_filter").count(), 3);
+    assert_eq!(
+        json_lines(&dir.path().join("out/orders.jsonl")).len(),
+        3,
+        "a dry run writes nothing"
+    );
+
+    let out = veltrix(&[
+        "dlq",
+        "replay",
+        "-c",
+        config,
+        "--to",
+        "orders",
+        "--filter",
+        unmatched,
+        "--wait-secs",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("replay: read=6 replayed=3 would_replay=0 skipped_filter=3"),
+        "{stderr}"
+    );
+    let orders = json_lines(&dir.path().join("out/orders.jsonl"));
+    assert_eq!(orders.len(), 6, "three replayed dead letters appended");
+    for replayed in &orders[3..] {
+        let attrs = replayed["attributes"].as_object().unwrap();
+        assert_eq!(attrs.get("veltrix.replays").and_then(Value::as_str), Some("1"));
+        assert!(
+            attrs
+                .keys()
+                .all(|k| !k.starts_with("veltrix.") || k == "veltrix.replays"),
+            "{attrs:?}"
+        );
+    }
+
+    let to_source = veltrix(&["dlq", "replay", "-c", config, "--wait-secs", "1"]);
+    assert!(!to_source.status.success());
+    assert!(
+        String::from_utf8_lossy(&to_source.stderr).contains("pass --to TARGET"),
+        "{}",
+        String::from_utf8_lossy(&to_source.stderr)
+    );
+    let bad_filter = veltrix(&[
+        "dlq",
+        "replay",
+        "-c",
+        config,
+        "--to",
+        "orders",
+        "--filter",
+        r#"{"body": {"n": [{"numeric": ["<"]}]}}"#,
+    ]);
+    assert_eq!(bad_filter.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_filter.stderr).contains("--filter"));
+}
+
+#[test]
+fn json_logs_are_one_named_event_per_line_without_bodies() {
+    let dir = quickstart_copy();
+    let out = veltrix(&[
+        "--log-format",
+        "json",
+        "run",
+        "-c",
+        dir.path().join("quickstart.toml").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or("<none>")).collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| veltrix::observe::events::ALL_EVENT_NAMES.contains(n)),
+        "{names:?}"
+    );
+    assert_eq!(names.first(), Some(&"worker_starting"), "{names:?}");
+    let dead: Vec<&Value> = events.iter().filter(|e| e["event"] == "dead_lettered").collect();
+    assert_eq!(dead.len(), 6, "one event per dead letter");
+    assert!(dead
+        .iter()
+        .all(|e| e["message_id"].is_string() && e["reason"].is_string()));
+    assert_eq!(events[0]["rules"], 6, "numbers stay numbers: {}", events[0]);
+    for body_text in ["o-1001", "1890", "heartbeat"] {
+        assert!(
+            !stderr.contains(body_text),
+            "a message body leaked into the logs: {body_text}"
+        );
+    }
+}

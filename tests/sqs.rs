@@ -474,3 +474,121 @@ async fn backlog_reports_the_waiting_messages() {
     assert_eq!(source.backlog().await, Some(7));
     localstack::delete_queue(&localstack::client(), &url).await;
 }
+
+/// The operator's loop: a buggy transform dead-letters every order; after the fix,
+/// `veltrix dlq replay` (the binary) moves them back to the source queue and the fixed worker
+/// forwards them all.
+#[tokio::test]
+async fn dead_letters_replayed_after_a_fix_are_processed() {
+    let client = localstack::client();
+    let source_url = queue("replay-src", 30).await;
+    let dlq_url = queue("replay-dlq", 30).await;
+    let customers: Vec<String> = (0..5).map(|i| format!("c-{i}")).collect();
+    send_all(
+        &source_url,
+        customers
+            .iter()
+            .map(|c| OutboundMessage {
+                body: format!(r#"{{"type": "order", "customer": "{c}"}}"#).into(),
+                ..Default::default()
+            })
+            .collect(),
+    )
+    .await;
+    let rules_with = |transform: &str| {
+        format!(
+            "[[rules]]\nname = \"orders\"\nmatch = {{ body = {{ type = [\"order\"] }} }}\nactions = [{{ type = \"forward\", target = \"out\", transform = '{transform}' }}]\n"
+        )
+    };
+    let targets = |out: &MemoryQueue| -> Vec<(String, Arc<dyn Publisher>)> {
+        vec![
+            (
+                "audit".into(),
+                Arc::new(MemoryQueue::named("audit")) as Arc<dyn Publisher>,
+            ),
+            ("dlq".into(), Arc::new(target(&dlq_url))),
+            ("out".into(), Arc::new(out.clone())),
+        ]
+    };
+
+    // v1: indexes a string as an object; every order fails its transform and is dead-lettered.
+    let out = MemoryQueue::named("out");
+    let buggy = veltrix::pipeline::Worker::new(
+        Arc::new(open_source(&source_url, None).await),
+        rules(&rules_with("{customer: .body.customer.name}")),
+        targets(&out),
+        1,
+        sqs_settings(),
+    );
+    let stats = buggy.stats();
+    let summary = run_until(buggy, Duration::from_secs(60), "5 dead letters", || {
+        stats.snapshot().dead_lettered >= 5
+    })
+    .await;
+    assert_eq!((summary.dead_lettered, summary.forwarded), (5, 0), "{summary}");
+
+    // The replay, through the binary, with the fixed config.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fixed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ntype = \"sqs\"\nqueue_url = \"{source_url}\"\nendpoint_url = \"{ENDPOINT}\"\n\
+             [targets.dlq]\ntype = \"sqs\"\nqueue_url = \"{dlq_url}\"\nendpoint_url = \"{ENDPOINT}\"\n\
+             [targets.out]\ntype = \"stdout\"\n[pipeline]\ndead_letter = \"dlq\"\n{}",
+            rules_with("{customer: .body.customer}")
+        ),
+    )
+    .unwrap();
+    let config_path = config.clone();
+    let replay = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_veltrix"))
+            .args(["dlq", "replay", "-c", config_path.to_str().unwrap(), "--wait-secs", "1"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("run veltrix dlq replay")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert!(replay.status.success(), "{stderr}");
+    assert!(stderr.contains("read=5 replayed=5"), "{stderr}");
+    assert_eq!(
+        localstack::depth(&client, &dlq_url).await,
+        (0, 0),
+        "the dead-letter queue is empty"
+    );
+
+    // v2: the fixed worker forwards every replayed order.
+    let out = MemoryQueue::named("out");
+    let fixed = veltrix::pipeline::Worker::new(
+        Arc::new(open_source(&source_url, None).await),
+        rules(&rules_with("{customer: .body.customer}")),
+        targets(&out),
+        1,
+        sqs_settings(),
+    );
+    let watched = out.clone();
+    let summary = run_until(fixed, Duration::from_secs(60), "5 forwards", || watched.len() >= 5).await;
+    assert_eq!((summary.forwarded, summary.dead_lettered), (5, 0), "{summary}");
+    let mut got: Vec<String> = out
+        .snapshot()
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.body).unwrap()["customer"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, customers);
+    assert!(out
+        .snapshot()
+        .iter()
+        .all(|m| m.attributes.get("veltrix.reason").is_none()));
+    localstack::delete_queue(&client, &source_url).await;
+    localstack::delete_queue(&client, &dlq_url).await;
+}

@@ -37,6 +37,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "veltrix_processing_duration_seconds",
 ];
 
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod server;

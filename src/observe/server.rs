@@ -1,5 +1,6 @@
 //! The HTTP surface: `/metrics` (Prometheus text format), `/healthz`, `/readyz`.
 
+use crate::observe::events::{LogEvent, MetricsServerFailed, MetricsServing};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -92,10 +93,10 @@ impl Server {
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await });
             if let Err(e) = serve.await {
-                tracing::error!(error = %e, "metrics server failed");
+                MetricsServerFailed { error: e.to_string() }.emit();
             }
         });
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        MetricsServing { addr }.emit();
         Ok(Server { addr, stop, task })
     }
 

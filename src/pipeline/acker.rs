@@ -2,6 +2,7 @@
 //! retries the ones that fail transiently. An ack that still fails is counted and logged: the
 //! message comes back later (a duplicate, never a loss).
 
+use crate::observe::events::{AckFailed, LogEvent};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,11 +65,11 @@ async fn ack_with_retries(source: &dyn Source, stats: &Stats, mut tokens: Vec<Ac
             Err(failure) => {
                 let give_up = !failure.error.is_transient() || attempt == ACK_ATTEMPTS;
                 if give_up {
-                    tracing::warn!(
-                        count = failure.failed.len(),
-                        error = %failure.error,
-                        "ack failed; the messages will be redelivered"
-                    );
+                    AckFailed {
+                        count: failure.failed.len(),
+                        error: failure.error.to_string(),
+                    }
+                    .emit();
                     stats.ack_failed(failure.failed.len() as u64);
                     return;
                 }

@@ -1,6 +1,7 @@
 //! Collecting items into batches: whatever is already queued, up to a size, optionally waiting
 //! a short linger for more. Under load batches fill by themselves; when idle nothing waits.
 
+use crate::observe::events::{BatchTaskFailed, LogEvent};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ impl Batcher {
     pub async fn finish(self) {
         self.close.cancel();
         if let Err(e) = self.handle.await {
-            tracing::error!(error = %e, "batch task failed");
+            BatchTaskFailed { error: e.to_string() }.emit();
         }
     }
 }

@@ -5,6 +5,7 @@
 //! batches) the ones that have used half their lease, by one more lease. A message held longer
 //! than `max_hold` is no longer extended, so a stuck handler cannot hide a message forever.
 
+use crate::observe::events::{LeaseExtensionFailed, LogEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl LeaseKeeper {
                     match source.extend(chunk.to_vec(), lease).await {
                         Ok(()) => stats.leases_extended(n),
                         // Usually a race with an ack; if not, the message is redelivered.
-                        Err(e) => tracing::debug!(error = %e, "lease extension failed"),
+                        Err(e) => LeaseExtensionFailed { error: e.to_string() }.emit(),
                     }
                 }
             }

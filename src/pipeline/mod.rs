@@ -27,6 +27,7 @@ pub mod sequencer;
 pub mod settings;
 pub mod stats;
 
+use crate::observe::events::{DrainTimedOut, Draining, LogEvent, PollerFailed, ReceiveFailed, ReleaseFailed};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,7 +210,10 @@ impl Worker {
             tokio::select! {
                 _ = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
-                    tracing::info!(drain_timeout_secs = settings.drain_timeout.as_secs(), "shutdown requested: draining");
+                    Draining {
+                        drain_timeout_secs: settings.drain_timeout.as_secs(),
+                    }
+                    .emit();
                     health.set_draining();
                     draining.cancel();
                 }
@@ -222,7 +226,7 @@ impl Worker {
                             }
                             draining.cancel();
                         }
-                        Err(e) => tracing::error!(error = %e, "poller task failed"),
+                        Err(e) => PollerFailed { error: e.to_string() }.emit(),
                     }
                 }
             }
@@ -234,10 +238,10 @@ impl Worker {
             .await
             .is_err()
         {
-            tracing::warn!(
-                still_running = tasks.len(),
-                "drain timeout reached; unfinished messages are not acked and will be redelivered"
-            );
+            DrainTimedOut {
+                still_running: tasks.len(),
+            }
+            .emit();
         }
         release_unstarted(&ctx, &sequencer).await;
         stop_keeper.cancel();
@@ -279,7 +283,7 @@ async fn release_unstarted(ctx: &Context, sequencer: &Sequencer<Work>) {
     ctx.stats.released(unstarted.len() as u64);
     for work in unstarted {
         if let Err(e) = ctx.source.nack(work.delivery.token, Duration::ZERO).await {
-            tracing::debug!(error = %e, "release failed; the message returns when its lease expires");
+            ReleaseFailed { error: e.to_string() }.emit();
         }
     }
 }
@@ -320,7 +324,11 @@ async fn poll(
             Ok(Received::Messages(d)) => d,
             Ok(Received::Exhausted) => return Ok(()),
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in_ms = failure_delay.as_millis() as u64, "receive failed; retrying");
+                ReceiveFailed {
+                    error: e.to_string(),
+                    retry_in_ms: failure_delay.as_millis() as u64,
+                }
+                .emit();
                 tokio::select! {
                     _ = draining.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(failure_delay) => {}

@@ -4,6 +4,7 @@
 //! or after it was written to the dead-letter target. Any other path nacks it, so the queue
 //! delivers it again.
 
+use crate::observe::events::{DeadLetterWriteFailed, DeadLettered, LogEvent, NackFailed, RetryScheduled};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -140,7 +141,12 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
             ),
         }));
     }
-    tracing::debug!(message_id = %d.id, attempt = d.delivery_attempt, %error, "transient failure; will retry");
+    RetryScheduled {
+        message_id: d.id.clone(),
+        attempt: d.delivery_attempt,
+        error: error.to_string(),
+    }
+    .emit();
     Some(Step::Retry(not_before))
 }
 
@@ -157,7 +163,11 @@ async fn nack_with_backoff(ctx: &Context, d: Delivery, not_before: Option<Durati
     let delay = not_before.map_or(backoff, |n| n.max(backoff));
     if let Err(e) = ctx.source.nack(d.token, delay).await {
         // The lease runs out instead and the message comes back a little later.
-        tracing::warn!(message_id = %d.id, error = %e, "nack failed; the message returns when its lease expires");
+        NackFailed {
+            message_id: d.id.clone(),
+            error: e.to_string(),
+        }
+        .emit();
     }
     Settled::Retried(delay)
 }
@@ -166,14 +176,24 @@ async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
     let message = dead_letter_message(ctx, &d, dl);
     match ctx.targets[ctx.dead_letter].send(message).await {
         Ok(()) => {
-            tracing::info!(message_id = %d.id, reason = %dl.reason, rule = dl.rule.as_deref().unwrap_or(""), "dead-lettered");
+            DeadLettered {
+                message_id: d.id.clone(),
+                reason: dl.reason.to_string(),
+                rule: dl.rule.clone(),
+            }
+            .emit();
             ctx.acks.ack(d.token);
             ctx.stats.settled(Outcome::DeadLetter);
             ctx.stats.dead_lettered(&dl.reason.to_string());
             Settled::Acked
         }
         Err(e) => {
-            tracing::error!(message_id = %d.id, reason = %dl.reason, error = %e, "dead-letter write failed; the message is not acked and will be redelivered");
+            DeadLetterWriteFailed {
+                message_id: d.id.clone(),
+                reason: dl.reason.to_string(),
+                error: e.to_string(),
+            }
+            .emit();
             ctx.stats.dead_letter_failed();
             nack_with_backoff(ctx, d, None).await
         }

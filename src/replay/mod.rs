@@ -18,6 +18,7 @@
 pub mod file;
 pub mod open;
 
+use crate::observe::events::{LogEvent, ReleaseFailed, ReplayAckFailed};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -267,7 +268,11 @@ pub async fn replay(
                             // Published but still on the dead-letter queue: it comes back and
                             // is replayed again (a duplicate, never a loss); the replay count
                             // on the copy stops a loop.
-                            tracing::warn!(id = %d.id, error = %e, "replayed but the dead letter could not be acked");
+                            ReplayAckFailed {
+                                id: d.id.clone(),
+                                error: e.to_string(),
+                            }
+                            .emit();
                         }
                         summary.replayed += 1;
                         report(&record);
@@ -291,7 +296,7 @@ pub async fn replay(
     };
     for token in left_in_place {
         if let Err(e) = from.nack(token, Duration::ZERO).await {
-            tracing::debug!(error = %e, "release failed; the dead letter reappears when its lease expires");
+            ReleaseFailed { error: e.to_string() }.emit();
         }
     }
     from.close().await;

@@ -23,6 +23,7 @@ pub mod behaviour;
 pub mod delivery;
 pub mod error;
 pub mod file;
+pub mod logging;
 pub mod memory;
 pub mod traits;
 

@@ -26,6 +26,7 @@
 pub mod client;
 pub mod emulator;
 pub mod errors;
+pub mod events;
 pub mod limits;
 pub mod source;
 pub mod subscription;

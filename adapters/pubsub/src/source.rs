@@ -19,6 +19,7 @@
 //! The delivery attempt is the service's when the subscription has a dead-letter policy, else
 //! a count kept by this process per message id (reset by a restart).
 
+use crate::events::{LateAcks, LogEvent, PubSubSourceOpen, StreamReopening, SubscriptionUnreadable};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,7 +137,10 @@ impl PubSubSource {
     pub async fn open(connection: &Connection, options: PubSubSourceOptions) -> Result<Self, QueueError> {
         let settings = describe_subscription(connection, &options.subscription).await?;
         if settings.is_none() {
-            tracing::warn!(subscription = %options.subscription, "may not read the subscription's settings (grant roles/pubsub.viewer); assuming a 60 s ack deadline");
+            SubscriptionUnreadable {
+                subscription: options.subscription.clone(),
+            }
+            .emit();
         }
         let ack_deadline = settings.as_ref().map_or(UNKNOWN_ACK_DEADLINE, |s| s.ack_deadline);
         let subscriber = connection.subscriber(&options.subscription).await?;
@@ -161,14 +165,14 @@ impl PubSubSource {
             .collect();
         let shared = Arc::new(Shared::default());
         let reaper = tokio::spawn(reap(Arc::downgrade(&shared)));
-        tracing::info!(
-            subscription = %options.subscription,
+        PubSubSourceOpen {
+            subscription: options.subscription.clone(),
             streams,
-            ack_deadline_secs = ack_deadline.as_secs(),
-            dead_letter_policy = settings.as_ref().map(|s| s.dead_letter.is_some()),
-            ordering = settings.as_ref().map(|s| s.message_ordering),
-            "pubsub source open"
-        );
+            ack_deadline_secs: ack_deadline.as_secs(),
+            dead_letter_policy: settings.as_ref().map(|s| s.dead_letter.is_some()),
+            ordering: settings.as_ref().map(|s| s.message_ordering),
+        }
+        .emit();
         Ok(Self {
             subscription: options.subscription,
             settings,
@@ -264,12 +268,12 @@ async fn pump(plan: StreamPlan, tx: mpsc::Sender<(Message, Handler)>, stop: Canc
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, token.shutdown()).await;
         drop(stream);
         let Some(error) = failure else { return };
-        tracing::warn!(
-            subscription = %plan.subscription,
-            error = %error,
-            retry_in_ms = backoff.as_millis() as u64,
-            "pubsub stream failed; reopening"
-        );
+        StreamReopening {
+            subscription: plan.subscription.clone(),
+            error: error.to_string(),
+            retry_in_ms: backoff.as_millis() as u64,
+        }
+        .emit();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
@@ -353,7 +357,11 @@ impl Source for PubSubSource {
         if late > 0 {
             // Released before the ack (lease expired): the service redelivers them, a
             // duplicate, never a loss.
-            tracing::warn!(count = late, subscription = %self.subscription, "acks after the lease expired; those messages will be redelivered");
+            LateAcks {
+                subscription: self.subscription.clone(),
+                count: late,
+            }
+            .emit();
         }
         if !self.settings.as_ref().is_some_and(|s| s.dead_letter.is_some()) {
             let mut local = self.shared.local_attempts.lock().expect("attempt map");

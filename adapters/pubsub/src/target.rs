@@ -6,6 +6,7 @@
 //! Attribute values veltrix writes itself (`veltrix.*`, e.g. a long dead-letter reason) are
 //! shortened to fit, so a dead letter can always be written.
 
+use crate::events::{LogEvent, TopicUnreadable};
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -38,7 +39,10 @@ impl PubSubTarget {
     /// Checks the topic exists (where the credentials may read it) and builds the publisher.
     pub async fn open(connection: &Connection, topic: &str) -> Result<Self, QueueError> {
         if !crate::subscription::check_topic(connection, topic).await? {
-            tracing::warn!(topic, "may not read the topic to check it exists (grant roles/pubsub.viewer); a missing topic shows up as publish errors");
+            TopicUnreadable {
+                topic: topic.to_string(),
+            }
+            .emit();
         }
         Ok(Self {
             topic: topic.to_string(),

@@ -1,0 +1,143 @@
+//! The worker's log events: one struct per kind of log line, with a stable `event` name (see
+//! [`veltrix_queue::logging`]). Fields are ids, names, counts and error texts; never message
+//! bodies, attribute values or secrets.
+
+pub use veltrix_queue::logging::LogEvent;
+
+veltrix_queue::log_events! {
+    /// The worker opened its source and targets and starts pulling.
+    WorkerStarting => INFO "worker_starting" "worker starting" {
+        /// `sqs`, `pubsub`, `file`.
+        source_kind: &'static str,
+        /// Queue URL, subscription or path.
+        source: String,
+        /// Rules loaded.
+        rules: usize,
+        /// Targets opened.
+        targets: usize,
+    }
+    /// SIGTERM or SIGINT arrived.
+    ShutdownSignal => INFO "shutdown_signal" "shutdown signal received" {
+        /// `SIGTERM` or `SIGINT`.
+        signal: &'static str,
+    }
+    /// A signal handler could not be installed (the worker still runs; that signal kills it).
+    SignalListenerFailed => WARN "signal_listener_failed" "cannot listen for a shutdown signal" {
+        /// `SIGTERM` or `SIGINT`.
+        signal: &'static str,
+        /// Why.
+        error: String,
+    }
+    /// Draining began.
+    Draining => INFO "draining" "shutdown requested: draining" {
+        /// Time given to in-flight messages.
+        drain_timeout_secs: u64,
+    }
+    /// The drain timeout passed with messages still in flight.
+    DrainTimedOut => WARN "drain_timed_out" "drain timeout reached; unfinished messages are not acked and will be redelivered" {
+        /// Messages still being processed.
+        still_running: usize,
+    }
+    /// The metrics and health server listens.
+    MetricsServing => INFO "metrics_serving" "serving /metrics, /healthz and /readyz" {
+        /// Listen address.
+        addr: std::net::SocketAddr,
+    }
+    /// The metrics and health server stopped with an error.
+    MetricsServerFailed => ERROR "metrics_server_failed" "metrics server failed" {
+        /// Why.
+        error: String,
+    }
+    /// A receive call failed; the poller retries after a delay.
+    ReceiveFailed => WARN "receive_failed" "receive failed; retrying" {
+        /// Why.
+        error: String,
+        /// Wait before the next receive.
+        retry_in_ms: u64,
+    }
+    /// A poller task ended unexpectedly.
+    PollerFailed => ERROR "poller_failed" "poller task failed" {
+        /// Why.
+        error: String,
+    }
+    /// A batching task (acks or publishes) ended unexpectedly.
+    BatchTaskFailed => ERROR "batch_task_failed" "batch task failed" {
+        /// Why.
+        error: String,
+    }
+    /// Acks failed for good; the messages will be redelivered (duplicates, not losses).
+    AckFailed => WARN "ack_failed" "ack failed; the messages will be redelivered" {
+        /// Messages whose ack failed.
+        count: usize,
+        /// Why.
+        error: String,
+    }
+    /// A message failed transiently and goes back to the queue with a backoff.
+    RetryScheduled => DEBUG "retry_scheduled" "transient failure; will retry" {
+        /// Provider message id.
+        message_id: String,
+        /// Delivery attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: String,
+    }
+    /// A nack failed; the message returns when its lease expires.
+    NackFailed => WARN "nack_failed" "nack failed; the message returns when its lease expires" {
+        /// Provider message id.
+        message_id: String,
+        /// Why.
+        error: String,
+    }
+    /// A message was written to the dead-letter target (and is then acked).
+    DeadLettered => INFO "dead_lettered" "dead-lettered" {
+        /// Provider message id.
+        message_id: String,
+        /// `veltrix.reason`.
+        reason: String,
+        /// The rule involved, if any.
+        rule: Option<String>,
+    }
+    /// Writing a dead letter failed; the message is not acked and comes back.
+    DeadLetterWriteFailed => ERROR "dead_letter_write_failed" "dead-letter write failed; the message is not acked and will be redelivered" {
+        /// Provider message id.
+        message_id: String,
+        /// `veltrix.reason` it would have carried.
+        reason: String,
+        /// Why the write failed.
+        error: String,
+    }
+    /// Releasing an unstarted message at shutdown failed; it returns when its lease expires.
+    ReleaseFailed => DEBUG "release_failed" "release failed; the message returns when its lease expires" {
+        /// Why.
+        error: String,
+    }
+    /// Extending leases failed (they may expire and the messages be redelivered).
+    LeaseExtensionFailed => DEBUG "lease_extension_failed" "lease extension failed" {
+        /// Why.
+        error: String,
+    }
+    /// `dlq replay` published a dead letter but could not ack it on the dead-letter queue.
+    ReplayAckFailed => WARN "replay_ack_failed" "replayed but the dead letter could not be acked" {
+        /// Dead letter id.
+        id: String,
+        /// Why.
+        error: String,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL_EVENT_NAMES;
+
+    #[test]
+    fn event_names_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for name in ALL_EVENT_NAMES {
+            assert!(seen.insert(name), "duplicate event name {name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name} is not snake_case"
+            );
+        }
+    }
+}
