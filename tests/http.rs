@@ -246,3 +246,139 @@ async fn unreachable_handler_is_retried_then_dead_lettered_when_the_budget_is_sp
     assert_eq!(a["veltrix.reason"], "retry_budget_exhausted");
     assert!(a["veltrix.error"].contains("POST"), "{}", a["veltrix.error"]);
 }
+
+/// A handler service on its own runtime and thread, so killing it closes every connection
+/// (kept-alive ones too), like a process that dies.
+struct HandlerProcess {
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HandlerProcess {
+    fn start(addr: SocketAddr, handler: Arc<Handler>) -> (Self, SocketAddr) {
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the handler");
+                bound_tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = axum::Router::new()
+                    .route("/events", axum::routing::post(handle))
+                    .with_state(handler);
+                tokio::select! {
+                    _ = async { axum::serve(listener, app).await } => {}
+                    _ = killed => {}
+                }
+            });
+            // Dropping the runtime cancels every connection task: the sockets close.
+        });
+        let bound = bound_rx.recv().unwrap();
+        (
+            Self {
+                kill: Some(kill),
+                thread: Some(thread),
+            },
+            bound,
+        )
+    }
+
+    fn kill(mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+/// The handler service dies mid-run and comes back on the same address: the messages sent
+/// while it was down are retried through the queue and all arrive; nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_killed_mid_run_recovers_with_nothing_lost() {
+    let handler = Arc::new(Handler::default());
+    let (process, addr) = HandlerProcess::start("127.0.0.1:0".parse().unwrap(), handler.clone());
+
+    let src = source("src");
+    let dlq = MemoryQueue::named("dlq");
+    let mut s = settings();
+    s.retry.initial_backoff = Duration::from_millis(100);
+    s.retry.max_backoff = Duration::from_millis(400);
+    let rules = common::rules(&FORWARD_ALL.replace("[[rules]]", "[[rules]]\nmax_attempts = 100"));
+    let worker = Worker::new(
+        Arc::new(src.clone()),
+        rules,
+        vec![
+            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
+            ("dlq".into(), Arc::new(dlq.clone())),
+            (
+                "out".into(),
+                http_target(format!("http://{addr}/events"), Duration::from_secs(2), None),
+            ),
+        ],
+        1,
+        s,
+    );
+    let stats = worker.stats();
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    let numbers = |h: &Handler| -> std::collections::BTreeSet<u64> {
+        h.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, b)| {
+                serde_json::from_slice::<serde_json::Value>(b).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    for n in 0..10 {
+        src.push(body_with(&[], &format!("{{\"n\": {n}}}")));
+    }
+    wait_for(Duration::from_secs(10), "the first 10 arrived", || {
+        numbers(&handler).len() == 10
+    })
+    .await;
+
+    tokio::task::spawn_blocking(move || process.kill()).await.unwrap();
+    for n in 10..20 {
+        src.push(body_with(&[], &format!("{{\"n\": {n}}}")));
+    }
+    // While it is down nothing arrives; the worker retries each new message through the queue.
+    wait_for(Duration::from_secs(10), "each new message was retried", || {
+        stats.snapshot().retried >= 10
+    })
+    .await;
+    assert_eq!(numbers(&handler).len(), 10, "nothing arrives while the handler is down");
+    assert_eq!(src.len(), 10, "the failed messages are still on the queue");
+
+    let (process, _) = HandlerProcess::start(addr, handler.clone());
+    wait_for(Duration::from_secs(20), "all 20 arrived after the restart", || {
+        numbers(&handler).len() == 20
+    })
+    .await;
+    src.close();
+    let summary = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the worker finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(numbers(&handler), (0..20).collect(), "every message arrived");
+    assert!(summary.retried >= 10, "{summary}");
+    assert_eq!(summary.dead_lettered, 0, "{summary}");
+    assert!(dlq.is_empty());
+    tokio::task::spawn_blocking(move || process.kill()).await.unwrap();
+}
+
+/// Polls `cond` every 10 ms (real time: the HTTP server runs on real sockets) up to `limit`.
+async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
