@@ -363,7 +363,7 @@ impl Source for PubSubSource {
             }
             .emit();
         }
-        if !self.settings.as_ref().is_some_and(|s| s.dead_letter.is_some()) {
+        if self.settings.as_ref().is_none_or(|s| s.dead_letter.is_none()) {
             let mut local = self.shared.local_attempts.lock().expect("attempt map");
             for h in &settled {
                 local.remove(&h.message_id);
