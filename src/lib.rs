@@ -20,11 +20,13 @@
 //! - [`pipeline`]: the delivery machinery (concurrency, acks, retries, leases, drain).
 //! - [`targets`]: opening configured targets, and batching publishes.
 //! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test`; [`shutdown`]: signals.
-//! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix.
+//! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix;
+//!   [`preflight`]: `veltrix check --preflight`, the real queues compared with the config.
 
 pub mod config;
 pub mod observe;
 pub mod pipeline;
+pub mod preflight;
 pub mod replay;
 pub mod rules;
 pub mod runner;

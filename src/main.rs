@@ -46,11 +46,16 @@ enum Command {
         #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464", value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
     },
-    /// Validate a config file and its patterns and transforms; connect to nothing.
+    /// Validate a config file and its patterns and transforms; connect to nothing unless
+    /// `--preflight`.
     Check {
         /// Config file (.toml or .json).
         #[arg(short, long)]
         config: PathBuf,
+        /// Also connect and compare the real queues, subscriptions and topics with the config;
+        /// exit 1 on errors (0 with warnings only).
+        #[arg(long)]
+        preflight: bool,
     },
     /// Evaluate events against the rules with no side effects; print one JSON line per event.
     Test {
@@ -136,7 +141,7 @@ fn load(path: &Path) -> Result<config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => {
+        Command::Check { config, preflight } => {
             init_logs(cli.log_format, "warn");
             let c = match load(&config) {
                 Ok(c) => c,
@@ -154,6 +159,9 @@ fn main() -> ExitCode {
                 c.source.kind(),
                 c.source.name()
             );
+            if preflight {
+                return run_preflight(&c);
+            }
             ExitCode::SUCCESS
         }
         Command::Test {
@@ -314,4 +322,33 @@ fn replay(
     // A blocking read of stdin (`-` as the dead-letter file) cannot be cancelled: do not wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     result
+}
+
+fn run_preflight(c: &config::Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(veltrix::preflight::preflight(c));
+    for checked in &report.checked {
+        println!("checked: {checked}");
+    }
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    let errors = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == veltrix::preflight::Severity::Error)
+        .count();
+    let warnings = report.findings.len() - errors;
+    println!("preflight: {errors} error(s), {warnings} warning(s)");
+    if report.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

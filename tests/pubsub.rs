@@ -368,3 +368,65 @@ async fn dlq_replay_moves_dead_letters_back_to_the_source_topic() {
     source.close().await;
     left.close().await;
 }
+
+/// `check --preflight` on Pub/Sub: a dead-letter policy at the retry budget is an error, a
+/// missing target topic is an error, no dead-letter policy is only a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_compares_the_subscription_with_the_retry_budget() {
+    let admin = admin().await;
+    let topic = admin.topic("pf").await.expect("topic");
+    let dlq = admin.topic("pf-dlq").await.expect("topic");
+    let at_budget = admin
+        .subscription(
+            "pf-low",
+            SubscriptionSpec {
+                dead_letter: Some((dlq.clone(), 5)),
+                ..SubscriptionSpec::on(&topic)
+            },
+        )
+        .await
+        .expect("sub");
+    let plain = admin
+        .subscription("pf-plain", SubscriptionSpec::on(&topic))
+        .await
+        .expect("sub");
+    let endpoint = emulator::endpoint();
+    let config = |sub: &str, extra: &str| {
+        let text = format!(
+            "[source]\ntype = \"pubsub\"\nsubscription = \"{sub}\"\nendpoint = \"{endpoint}\"\n\
+             [targets.dlq]\ntype = \"pubsub\"\ntopic = \"{dlq}\"\nendpoint = \"{endpoint}\"\n{extra}\
+             [pipeline]\ndead_letter = \"dlq\"\nretry = {{ max_attempts = 5 }}\n"
+        );
+        load_str(Path::new("preflight.toml"), &text, &|_| None).expect("valid config")
+    };
+    let report = veltrix::preflight::preflight(&config(&at_budget, "")).await;
+    assert!(report.has_errors(), "{:?}", report.findings);
+    let f = &report.findings[0];
+    assert!(
+        f.problem.contains("after 5 delivery attempts") && f.problem.contains("retry budget of 5"),
+        "{f}"
+    );
+    assert!(f.fix.contains("max_delivery_attempts = 10"), "{f}");
+
+    let missing = emulator::topic_path(&emulator::unique("pf-missing"));
+    let report = veltrix::preflight::preflight(&config(
+        &plain,
+        &format!("[targets.gone]\ntype = \"pubsub\"\ntopic = \"{missing}\"\nendpoint = \"{endpoint}\"\n"),
+    ))
+    .await;
+    let gone = report
+        .findings
+        .iter()
+        .find(|f| f.subject == "targets.gone")
+        .expect("missing topic reported");
+    assert_eq!(gone.severity, veltrix::preflight::Severity::Error);
+    let no_policy = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("no dead-letter policy"))
+        .expect("warning about the missing policy");
+    assert_eq!(no_policy.severity, veltrix::preflight::Severity::Warning);
+
+    let report = veltrix::preflight::preflight(&config(&plain, "")).await;
+    assert!(!report.has_errors(), "warnings only: {:?}", report.findings);
+}

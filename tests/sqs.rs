@@ -592,3 +592,104 @@ async fn dead_letters_replayed_after_a_fix_are_processed() {
     localstack::delete_queue(&client, &source_url).await;
     localstack::delete_queue(&client, &dlq_url).await;
 }
+
+/// Runs `veltrix check --preflight` (the binary: AWS credentials come from its environment)
+/// on a config with this source, dead-letter target and extra tables; returns the exit code and
+/// stdout.
+async fn preflight(source_url: &str, dlq_url: &str, extra: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("preflight.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\ntype = \"sqs\"\nqueue_url = \"{source_url}\"\nendpoint_url = \"{ENDPOINT}\"\n\
+             [targets.dlq]\ntype = \"sqs\"\nqueue_url = \"{dlq_url}\"\nendpoint_url = \"{ENDPOINT}\"\n{extra}\
+             [pipeline]\ndead_letter = \"dlq\"\nretry = {{ max_attempts = 5 }}\n"
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_veltrix"))
+            .args(["check", "--preflight", "-c", path.to_str().unwrap()])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn queue_with_redrive(what: &str, fifo: bool, dlq_url: &str, max_receive_count: u32) -> String {
+    let client = localstack::client();
+    let dlq_arn = localstack::queue_arn(&client, dlq_url).await;
+    localstack::create_queue(
+        &client,
+        what,
+        fifo,
+        &[(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}"#),
+        )],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn preflight_passes_on_matching_queues_and_explains_each_mismatch() {
+    let client = localstack::client();
+    let dlq = queue("pf-dlq", 30).await;
+    // Matching: maxReceiveCount 10 above the budget of 5.
+    let good = queue_with_redrive("pf-good", false, &dlq, 10).await;
+    let (code, out) = preflight(&good, &dlq, "").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("checked: source queue") && out.contains("checked: targets.dlq queue"),
+        "{out}"
+    );
+    assert!(out.contains("preflight: 0 error(s), 0 warning(s)"), "{out}");
+
+    // SQS would dead-letter after 3 receives, before the worker's 5 attempts.
+    let low = queue_with_redrive("pf-low", false, &dlq, 3).await;
+    let (code, out) = preflight(&low, &dlq, "").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("error: source: the queue's redrive policy moves a message to its dead-letter queue after 3 receives, at or below the worker's retry budget of 5 attempts"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: raise maxReceiveCount above 5 (terraform/modules/sqs-worker: max_receive_count = 10)"),
+        "{out}"
+    );
+
+    // A missing target (error) and a visibility timeout under a slow HTTP target (warning).
+    let missing = format!("{ENDPOINT}/000000000000/veltrix-missing-{:08x}", fastrand::u32(..));
+    let extra = format!(
+        "[targets.gone]\ntype = \"sqs\"\nqueue_url = \"{missing}\"\nendpoint_url = \"{ENDPOINT}\"\n\
+         [targets.slow]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/\"\ntimeout_ms = 120000\n"
+    );
+    let (code, out) = preflight(&good, &dlq, &extra).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("error: targets.gone: cannot read the SQS queue {missing}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: source: the visibility timeout (30 s) is shorter than target `slow`'s timeout"),
+        "{out}"
+    );
+
+    // A FIFO source with a standard dead-letter target.
+    let fifo = localstack::create_queue(&client, "pf-fifo", true, &[]).await;
+    let (code, out) = preflight(&fifo, &dlq, "").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("error: source: the source is a FIFO queue but the dead-letter target is a standard queue"),
+        "{out}"
+    );
+    for url in [&good, &low, &fifo, &dlq] {
+        localstack::delete_queue(&client, url).await;
+    }
+}

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod errors;
+pub mod inspect;
 pub mod limits;
 pub mod source;
 pub mod target;

@@ -1,0 +1,121 @@
+# A Pub/Sub set for one veltrix worker: topic, subscription with dead-letter (and optional
+# retry) policy, dead-letter topic with a subscription that keeps the dead letters, optional
+# target topics, and the IAM bindings the worker and the Pub/Sub service agent need.
+
+data "google_project" "this" {
+  project_id = var.project
+}
+
+locals {
+  worker        = "serviceAccount:${var.worker_service_account}"
+  service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+resource "google_pubsub_topic" "source" {
+  project = var.project
+  name    = var.name
+  labels  = var.labels
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  project = var.project
+  name    = "${var.name}-dlq"
+  labels  = var.labels
+}
+
+# A topic without a subscription drops what is published to it: this one keeps dead letters
+# for `veltrix dlq replay --from-subscription`.
+resource "google_pubsub_subscription" "dead_letter" {
+  project                    = var.project
+  name                       = "${var.name}-dlq-sub"
+  topic                      = google_pubsub_topic.dead_letter.id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+  labels                     = var.labels
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_subscription" "source" {
+  project                    = var.project
+  name                       = "${var.name}-sub"
+  topic                      = google_pubsub_topic.source.id
+  ack_deadline_seconds       = var.ack_deadline_seconds
+  message_retention_duration = var.message_retention_duration
+  enable_message_ordering    = var.enable_message_ordering
+  filter                     = var.filter
+  labels                     = var.labels
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  dynamic "retry_policy" {
+    for_each = var.retry_policy == null ? [] : [var.retry_policy]
+    content {
+      minimum_backoff = retry_policy.value.minimum_backoff
+      maximum_backoff = retry_policy.value.maximum_backoff
+    }
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_topic" "target" {
+  for_each = toset(var.targets)
+  project  = var.project
+  name     = "${var.name}-${each.key}"
+  labels   = var.labels
+}
+
+# The worker: consume the subscription and read its settings (preflight, attempt counting);
+# publish dead letters and forwards.
+resource "google_pubsub_subscription_iam_member" "worker_subscriber" {
+  project      = var.project
+  subscription = google_pubsub_subscription.source.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.worker
+}
+
+resource "google_pubsub_subscription_iam_member" "worker_viewer" {
+  project      = var.project
+  subscription = google_pubsub_subscription.source.name
+  role         = "roles/pubsub.viewer"
+  member       = local.worker
+}
+
+resource "google_pubsub_topic_iam_member" "worker_dead_letter_publisher" {
+  project = var.project
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.worker
+}
+
+resource "google_pubsub_topic_iam_member" "worker_target_publisher" {
+  for_each = google_pubsub_topic.target
+  project  = var.project
+  topic    = each.value.name
+  role     = "roles/pubsub.publisher"
+  member   = local.worker
+}
+
+# The Pub/Sub service agent forwards poison messages to the dead-letter topic: it must publish
+# there and subscribe to the source subscription, or the dead-letter policy silently does
+# nothing (the binding users most often forget).
+resource "google_pubsub_topic_iam_member" "service_agent_dead_letter_publisher" {
+  project = var.project
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "service_agent_subscriber" {
+  project      = var.project
+  subscription = google_pubsub_subscription.source.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.service_agent
+}
