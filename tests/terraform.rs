@@ -28,7 +28,8 @@ fn terraform(dir: &Path, args: &[&str]) -> Output {
         .env("TF_IN_AUTOMATION", "1")
         .env("CHECKPOINT_DISABLE", "1");
     if Path::new(MIRROR).is_dir() {
-        let rc = dir.join("mirror.tfrc");
+        // Outside the directory terraform runs in: that may be the repository's terraform/.
+        let rc = std::env::temp_dir().join(format!("veltrix-mirror-{}.tfrc", std::process::id()));
         if !rc.exists() {
             let providers: Vec<String> = std::fs::read_dir(Path::new(MIRROR).join("registry.terraform.io/hashicorp"))
                 .map(|d| {
