@@ -8,16 +8,15 @@
 //! The emulator serves one streaming pull at roughly 2,000 msg/s whatever the flow control, so
 //! the absolute numbers say little about Google Cloud; the ratio says what the worker costs.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use veltrix::config::load_str;
 use veltrix::pipeline::settings::Settings;
-use veltrix::pipeline::Worker;
 use veltrix_pubsub::emulator::{EmulatorAdmin, SubscriptionSpec};
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
-use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::{OutboundMessage, Publisher};
 
 const MAX_OUTSTANDING: u64 = 1000;
@@ -90,15 +89,6 @@ async fn bare_loop(admin: &EmulatorAdmin, sub: &str, n: usize, streams: usize) -
 
 /// The worker: the same number of streams, a rule that matches and drops (acks).
 async fn worker_run(admin: &EmulatorAdmin, sub: &str, n: usize, streams: usize) -> f64 {
-    let config = json!({
-        "source": {"type": "file", "path": "-"},
-        "targets": {"dlq": {"type": "stdout"}},
-        "pipeline": {"dead_letter": "dlq"},
-        "rules": [{"name": "orders", "match": {"body": {"type": [{"prefix": "order."}]}}, "actions": [{"type": "drop"}]}],
-    });
-    let rules = load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
-        .unwrap()
-        .rules;
     let source = PubSubSource::open(
         &admin.connection,
         PubSubSourceOptions {
@@ -117,26 +107,7 @@ async fn worker_run(admin: &EmulatorAdmin, sub: &str, n: usize, streams: usize) 
         receive_wait: Duration::from_secs(1),
         ..Settings::default()
     };
-    let dlq: Arc<dyn Publisher> = Arc::new(MemoryQueue::named("dlq"));
-    let worker = Worker::new(Arc::new(source), rules, vec![("dlq".into(), dlq)], 0, settings);
-    let stats = worker.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let start = Instant::now();
-    let run = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    while stats.snapshot().dropped < n as u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
-    n as f64 / secs
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    common::drop_all_rate(Arc::new(source), settings, n).await
 }
 
 fn main() {
@@ -162,7 +133,7 @@ fn main() {
                 let sub = filled(&admin, n).await;
                 ours.push(worker_run(&admin, &sub, n, streams).await);
             }
-            let (b, w) = (median(bare), median(ours));
+            let (b, w) = (common::median(bare), common::median(ours));
             println!(
                 "pubsub_emulator streams={streams}: worker {w:.0} msg/s, bare streaming-pull loop {b:.0} msg/s, ratio {:.2} (median of {runs}, {n} messages each)",
                 w / b

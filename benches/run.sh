@@ -17,22 +17,11 @@ echo "== pipeline on the memory backend"
 cargo bench --locked --bench pipeline
 
 echo "== SQS on LocalStack: worker vs bare aws-sdk-sqs loop"
-stop_on_exit=()
-cleanup() {
-  for script in "${stop_on_exit[@]}"; do
-    "$script" || true
-  done
-}
-trap cleanup EXIT
-if ! curl -fsS --max-time 2 http://127.0.0.1:4566/_localstack/health >/dev/null 2>&1; then
-  stop_on_exit+=(localstack/stop.sh)
-  localstack/start.sh
-fi
+source localstack/lib.sh
+trap stop_started_emulators EXIT
+ensure_localstack
 cargo bench --locked --bench sqs
 
 echo "== Pub/Sub on the emulator: worker vs bare google-cloud-pubsub streaming pull"
-if ! curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:8085/v1/projects/veltrix-local/topics 2>/dev/null; then
-  stop_on_exit+=(localstack/pubsub-stop.sh)
-  localstack/pubsub-start.sh
-fi
+ensure_pubsub
 cargo bench --locked --bench pubsub

@@ -4,6 +4,8 @@
 //! Needs LocalStack on 127.0.0.1:4566 (`localstack/start.sh`; `benches/run.sh` starts it).
 //! Run: `cargo bench --bench sqs` (add `-- quick` for a shorter run).
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +14,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use serde_json::json;
-use veltrix::config::load_str;
 use veltrix::pipeline::settings::Settings;
-use veltrix::pipeline::Worker;
-use veltrix_queue::memory::MemoryQueue;
-use veltrix_queue::Publisher;
 use veltrix_sqs::{SqsSource, SqsSourceOptions};
 
 const ENDPOINT: &str = "http://127.0.0.1:4566";
@@ -116,15 +114,6 @@ async fn bare_loop(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
 
 /// The worker: same queue kind, `pollers` pollers, a rule set that matches and drops (acks).
 async fn worker_run(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
-    let config = json!({
-        "source": {"type": "file", "path": "-"},
-        "targets": {"dlq": {"type": "stdout"}},
-        "pipeline": {"dead_letter": "dlq"},
-        "rules": [{"name": "orders", "match": {"body": {"type": [{"prefix": "order."}]}}, "actions": [{"type": "drop"}]}],
-    });
-    let rules = load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
-        .unwrap()
-        .rules;
     let source = SqsSource::open(
         c.clone(),
         SqsSourceOptions {
@@ -141,26 +130,7 @@ async fn worker_run(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
         receive_wait: Duration::from_secs(1),
         ..Settings::default()
     };
-    let dlq: Arc<dyn Publisher> = Arc::new(MemoryQueue::named("dlq"));
-    let worker = Worker::new(Arc::new(source), rules, vec![("dlq".into(), dlq)], 0, settings);
-    let stats = worker.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let start = Instant::now();
-    let run = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    while stats.snapshot().dropped < n as u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
-    n as f64 / secs
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    common::drop_all_rate(Arc::new(source), settings, n).await
 }
 
 fn main() {
@@ -190,7 +160,7 @@ fn main() {
                 let _ = c.delete_queue().queue_url(&url).send().await;
                 let _ = c.delete_queue().queue_url(&url2).send().await;
             }
-            let (b, w) = (median(bare), median(ours));
+            let (b, w) = (common::median(bare), common::median(ours));
             println!(
                 "localstack_sqs pollers={pollers}: worker {w:.0} msg/s, bare receive+delete loop {b:.0} msg/s, ratio {:.2} (median of {runs}, {n} messages each)",
                 w / b

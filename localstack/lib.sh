@@ -58,3 +58,37 @@ stop_process_group() {
   fi
   say "stopped"
 }
+
+# --- for scripts that need the emulators for one run (scripts/test.sh, benches/run.sh) --------
+# `ensure_localstack` / `ensure_pubsub` use an emulator that already answers (and leave it
+# running), or start one with the project's script and remember to stop it; the caller sets
+# `trap stop_started_emulators EXIT`.
+
+LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STARTED_EMULATORS=()
+
+stop_started_emulators() {
+  local stop
+  for stop in "${STARTED_EMULATORS[@]}"; do
+    "$stop" || true
+  done
+}
+
+ensure_localstack() {
+  if curl -fsS --max-time 2 http://127.0.0.1:4566/_localstack/health >/dev/null 2>&1; then
+    echo "LocalStack already running on 127.0.0.1:4566: using it, leaving it running"
+  else
+    STARTED_EMULATORS+=("$LIB_DIR/stop.sh")
+    "$LIB_DIR/start.sh"
+  fi
+}
+
+ensure_pubsub() {
+  if curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:8085/v1/projects/veltrix-local/topics 2>/dev/null; then
+    echo "Pub/Sub emulator already running on 127.0.0.1:8085: using it, leaving it running"
+  else
+    STARTED_EMULATORS+=("$LIB_DIR/pubsub-stop.sh")
+    "$LIB_DIR/pubsub-start.sh"
+  fi
+  export PUBSUB_EMULATOR_HOST=127.0.0.1:8085
+}

@@ -16,33 +16,17 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "== build (release, once)"
 cargo build --release --locked --workspace --bins --tests
 
-# Emulators this script starts are stopped on exit, whatever happens; ones already running
-# are used and left running.
-stop_on_exit=()
-cleanup() {
-  for script in "${stop_on_exit[@]}"; do
-    "$script" || true
-  done
-}
-trap cleanup EXIT
+# Emulators this script starts are stopped on exit, whatever happens; ones already running are
+# used and left running (tests/pubsub_restart.rs restarts the Pub/Sub emulator, which needs it to
+# have been started by localstack/pubsub-start.sh).
+source localstack/lib.sh
+trap stop_started_emulators EXIT
 
 echo "== LocalStack (SQS)"
-if curl -fsS --max-time 2 http://127.0.0.1:4566/_localstack/health >/dev/null 2>&1; then
-  echo "LocalStack already running on 127.0.0.1:4566: using it, leaving it running"
-else
-  stop_on_exit+=(localstack/stop.sh)
-  localstack/start.sh
-fi
+ensure_localstack
 
 echo "== Google Pub/Sub emulator"
-if curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:8085/v1/projects/veltrix-local/topics 2>/dev/null; then
-  echo "Pub/Sub emulator already running on 127.0.0.1:8085: using it, leaving it running"
-  echo "(tests/pubsub_restart.rs restarts it, which needs it to have been started by localstack/pubsub-start.sh)"
-else
-  stop_on_exit+=(localstack/pubsub-stop.sh)
-  localstack/pubsub-start.sh
-fi
-export PUBSUB_EMULATOR_HOST=127.0.0.1:8085
+ensure_pubsub
 
 echo "== workspace tests"
 cargo test --release --locked --workspace

@@ -83,13 +83,6 @@ fn http_target(url: String, timeout: Duration, token: Option<&str>) -> Arc<dyn P
     )
 }
 
-const FORWARD_ALL: &str = r#"
-[[rules]]
-name = "to-handler"
-match = { body = { n = [{ exists = true }] } }
-actions = [{ type = "forward", target = "out" }]
-"#;
-
 /// Runs one message through a worker whose `out` target is the HTTP handler.
 async fn run_one(out: Arc<dyn Publisher>) -> (veltrix::pipeline::stats::Summary, MemoryQueue) {
     let src = source("src");
@@ -134,7 +127,7 @@ async fn success_carries_body_headers_and_token() {
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["authorization"], "Bearer s3cret");
     assert_eq!(headers["x-team"], "payments");
-    assert_eq!(headers["x-veltrix-rule"], "to-handler");
+    assert_eq!(headers["x-veltrix-rule"], "all");
     assert_eq!(headers["x-veltrix-attempt"], "1");
     assert_eq!(headers["x-veltrix-attr-tenant"], "acme");
     assert!(headers["x-veltrix-message-id"].to_str().unwrap().starts_with("src-"));

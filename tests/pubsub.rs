@@ -220,13 +220,6 @@ actions = [{{ type = "retry" }}]
     }
 }
 
-const FORWARD_ALL: &str = r#"
-[[rules]]
-name = "all"
-match = { body = { n = [{ exists = true }] } }
-actions = [{ type = "forward", target = "out" }]
-"#;
-
 /// 10,000 messages through the worker on four streams: every id arrives, nothing is left on
 /// the subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,13 +21,6 @@ use veltrix_pubsub::emulator::{self, EmulatorAdmin, SubscriptionSpec};
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
 use veltrix_queue::{OutboundMessage, Publisher};
 
-const FORWARD_ALL: &str = r#"
-[[rules]]
-name = "all"
-match = { body = { n = [{ exists = true }] } }
-actions = [{ type = "forward", target = "out" }]
-"#;
-
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("localstack").join(name)
 }

@@ -120,13 +120,6 @@ fn sqs_worker(
     veltrix::pipeline::Worker::new(Arc::new(source), rules(rules_toml), targets.list(), 1, s)
 }
 
-const FORWARD_ALL: &str = r#"
-[[rules]]
-name = "all"
-match = { body = { n = [{ exists = true }] } }
-actions = [{ type = "forward", target = "out" }]
-"#;
-
 fn n_body(n: u64) -> OutboundMessage {
     OutboundMessage {
         body: format!("{{\"n\": {n}}}").into(),

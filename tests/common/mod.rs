@@ -52,6 +52,14 @@ impl Targets {
     }
 }
 
+/// One rule forwarding every body with an `n` field to target `out`.
+pub const FORWARD_ALL: &str = r#"
+[[rules]]
+name = "all"
+match = { body = { n = [{ exists = true }] } }
+actions = [{ type = "forward", target = "out" }]
+"#;
+
 /// Fast settings for tests: small backoff, short waits.
 pub fn settings() -> Settings {
     Settings {

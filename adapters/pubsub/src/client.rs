@@ -44,6 +44,24 @@ fn emulator_url(host: &str) -> String {
     }
 }
 
+/// Applies the endpoint and, for the emulator, anonymous credentials to a client builder (each
+/// client of the crate has its own builder type with the same two methods), then builds it.
+macro_rules! build_client {
+    ($connection:expr, $builder:expr, $resource:expr) => {{
+        let mut builder = $builder;
+        if let Some(endpoint) = &$connection.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(credentials) = $connection.anonymous() {
+            builder = builder.with_credentials(credentials);
+        }
+        builder
+            .build()
+            .await
+            .map_err(|e| client_build_error($resource, $connection.endpoint(), &e))
+    }};
+}
+
 /// A resolved endpoint and credential mode, shared by every client built from it.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -74,62 +92,27 @@ impl Connection {
 
     /// A streaming-pull client.
     pub async fn subscriber(&self, subscription: &str) -> Result<Subscriber, QueueError> {
-        let mut b = Subscriber::builder();
-        if let Some(e) = &self.endpoint {
-            b = b.with_endpoint(e);
-        }
-        if let Some(c) = self.anonymous() {
-            b = b.with_credentials(c);
-        }
-        b.build()
-            .await
-            .map_err(|e| client_build_error(subscription, self.endpoint(), &e))
+        build_client!(self, Subscriber::builder(), subscription)
     }
 
     /// A batching publisher for `topic`.
     pub async fn publisher(&self, topic: &str) -> Result<Publisher, QueueError> {
-        let mut b = Publisher::builder(topic)
-            // The target publishes a whole batch and then flushes, so these only cap the size
-            // of one request.
+        // The target publishes a whole batch and then flushes, so these only cap the size of
+        // one request.
+        let builder = Publisher::builder(topic)
             .set_message_count_threshold(crate::limits::MAX_PUBLISH_BATCH as u32)
             .set_byte_threshold(crate::limits::MAX_PUBLISH_REQUEST_BYTES as u32 / 2);
-        if let Some(e) = &self.endpoint {
-            b = b.with_endpoint(e);
-        }
-        if let Some(c) = self.anonymous() {
-            b = b.with_credentials(c);
-        }
-        b.build()
-            .await
-            .map_err(|e| client_build_error(topic, self.endpoint(), &e))
+        build_client!(self, builder, topic)
     }
 
     /// The admin client for subscriptions.
     pub async fn subscription_admin(&self, subscription: &str) -> Result<SubscriptionAdmin, QueueError> {
-        let mut b = SubscriptionAdmin::builder();
-        if let Some(e) = &self.endpoint {
-            b = b.with_endpoint(e);
-        }
-        if let Some(c) = self.anonymous() {
-            b = b.with_credentials(c);
-        }
-        b.build()
-            .await
-            .map_err(|e| client_build_error(subscription, self.endpoint(), &e))
+        build_client!(self, SubscriptionAdmin::builder(), subscription)
     }
 
     /// The admin client for topics.
     pub async fn topic_admin(&self, topic: &str) -> Result<TopicAdmin, QueueError> {
-        let mut b = TopicAdmin::builder();
-        if let Some(e) = &self.endpoint {
-            b = b.with_endpoint(e);
-        }
-        if let Some(c) = self.anonymous() {
-            b = b.with_credentials(c);
-        }
-        b.build()
-            .await
-            .map_err(|e| client_build_error(topic, self.endpoint(), &e))
+        build_client!(self, TopicAdmin::builder(), topic)
     }
 }
 
