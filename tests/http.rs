@@ -329,7 +329,7 @@ async fn handler_killed_mid_run_recovers_with_nothing_lost() {
     for n in 0..10 {
         src.push(body_with(&[], &format!("{{\"n\": {n}}}")));
     }
-    wait_for(Duration::from_secs(10), "the first 10 arrived", || {
+    wait_until(Duration::from_secs(10), "the first 10 arrived", || {
         numbers(&handler).len() == 10
     })
     .await;
@@ -339,7 +339,7 @@ async fn handler_killed_mid_run_recovers_with_nothing_lost() {
         src.push(body_with(&[], &format!("{{\"n\": {n}}}")));
     }
     // While it is down nothing arrives; the worker retries each new message through the queue.
-    wait_for(Duration::from_secs(10), "each new message was retried", || {
+    wait_until(Duration::from_secs(10), "each new message was retried", || {
         stats.snapshot().retried >= 10
     })
     .await;
@@ -347,7 +347,7 @@ async fn handler_killed_mid_run_recovers_with_nothing_lost() {
     assert_eq!(src.len(), 10, "the failed messages are still on the queue");
 
     let (process, _) = HandlerProcess::start(addr, handler.clone());
-    wait_for(Duration::from_secs(20), "all 20 arrived after the restart", || {
+    wait_until(Duration::from_secs(20), "all 20 arrived after the restart", || {
         numbers(&handler).len() == 20
     })
     .await;
@@ -362,16 +362,4 @@ async fn handler_killed_mid_run_recovers_with_nothing_lost() {
     assert_eq!(summary.dead_lettered, 0, "{summary}");
     assert!(dlq.is_empty());
     tokio::task::spawn_blocking(move || process.kill()).await.unwrap();
-}
-
-/// Polls `cond` every 10 ms (real time: the HTTP server runs on real sockets) up to `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -10,28 +10,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use tokio::time::Instant;
 use veltrix_pubsub::emulator::{self, EmulatorAdmin, SubscriptionSpec};
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
 use veltrix_queue::{OutboundMessage, Publisher};
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("localstack").join(name)
-}
-
-fn run_script(name: &str) {
-    let status = std::process::Command::new("bash")
-        .arg(script(name))
-        .status()
-        .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    assert!(status.success(), "localstack/{name} failed");
-}
 
 fn emulator_answers() -> bool {
     std::net::TcpStream::connect_timeout(
@@ -53,17 +39,6 @@ async fn publish_range(admin: &EmulatorAdmin, topic: &str, range: std::ops::Rang
         .collect();
     for r in target.publish(batch).await {
         r.expect("publish");
-    }
-}
-
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -99,7 +74,7 @@ async fn source_reconnects_after_an_emulator_restart_and_loses_nothing() {
 
     publish_range(&admin, &topic, 0..200).await;
     let out = targets.out.clone();
-    wait_for(Duration::from_secs(60), "the first 200 arrived", || out.len() >= 200).await;
+    wait_until(Duration::from_secs(60), "the first 200 arrived", || out.len() >= 200).await;
     // Acks still on their way are lost with the emulator's state, which holds no messages
     // after the restart: nothing to wait for.
     run_script("pubsub-stop.sh");
@@ -115,7 +90,7 @@ async fn source_reconnects_after_an_emulator_restart_and_loses_nothing() {
         .await
         .expect("recreate the subscription");
     publish_range(&admin, &topic, 200..400).await;
-    wait_for(
+    wait_until(
         Duration::from_secs(90),
         "the second 200 arrived after the restart",
         || numbers(&out.snapshot()).into_iter().collect::<BTreeSet<u64>>().len() >= 400,

@@ -143,3 +143,15 @@ pub async fn run_until(
     );
     summary
 }
+
+/// Runs `localstack/NAME` (the emulator scripts) and requires it to succeed.
+pub fn run_script(name: &str) {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("localstack")
+        .join(name);
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .status()
+        .unwrap_or_else(|e| panic!("run localstack/{name}: {e}"));
+    assert!(status.success(), "localstack/{name} failed");
+}
