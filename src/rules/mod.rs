@@ -159,7 +159,14 @@ impl RuleSet {
         if !self.needs_full_envelope(&matched) {
             return self.plan_matched(matched, &env, delivery_attempt);
         }
-        let full_body = envelope::decode_body(body).expect("the body decoded once already");
+        // The pruned decode skips what no pattern reads without validating it (invalid UTF-8
+        // inside an unread string, say); the full decode does not, so it can still fail here.
+        let full_body = match envelope::decode_body(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Plan::dead_letter(Reason::UndecodableBody, None, e.to_string(), self.default_max_attempts);
+            }
+        };
         let full = envelope::build(full_body, attributes, source, delivery_attempt);
         self.plan_matched(matched, &full, delivery_attempt)
     }
