@@ -16,11 +16,17 @@ cargo bench --locked --bench matcher 2>&1 | grep -E "^parse|thrpt|matching rules
 echo "== pipeline on the memory backend"
 cargo bench --locked --bench pipeline
 
+echo "== peak RSS with 1,000 messages in flight"
+cargo bench --locked --bench memory
+
 echo "== SQS on LocalStack: worker vs bare aws-sdk-sqs loop"
 source localstack/lib.sh
 trap stop_started_emulators EXIT
 ensure_localstack
 cargo bench --locked --bench sqs
+
+echo "== end-to-end latency on LocalStack: send → worker → target queue → receive"
+cargo bench --locked --bench latency
 
 echo "== Pub/Sub on the emulator: worker vs bare google-cloud-pubsub streaming pull"
 ensure_pubsub

@@ -1,4 +1,5 @@
 //! Shared by the queue benchmarks: the worker side of "worker vs bare client loop".
+#![allow(dead_code)] // each bench binary uses part of it
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,200 @@
+//! End-to-end latency on LocalStack: a message sent to the source queue, forwarded by the worker
+//! to a target queue, received there by a long-polling consumer; p50/p99 of send → receive.
+//! Baseline in the same run: send → receive on one queue with no worker in between (what
+//! LocalStack and the SDK cost by themselves); and the 350 ms average of the system veltrix
+//! replaces (issue 7).
+//!
+//! Needs LocalStack on 127.0.0.1:4566 (`benches/run.sh` starts it). Run: `cargo bench --bench
+//! latency` (add `-- quick` for a shorter run).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::Client;
+use serde_json::json;
+use veltrix::config::load_str;
+use veltrix::pipeline::settings::Settings;
+use veltrix::pipeline::Worker;
+use veltrix_queue::memory::MemoryQueue;
+use veltrix_queue::Publisher;
+use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+
+const ENDPOINT: &str = "http://127.0.0.1:4566";
+const REPLACED_SYSTEM_AVERAGE_MS: f64 = 350.0;
+
+fn client() -> Client {
+    Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(ENDPOINT)
+            .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
+            .build(),
+    )
+}
+
+async fn queue(c: &Client, what: &str) -> String {
+    c.create_queue()
+        .queue_name(format!("veltrix-latency-{what}-{:08x}", fastrand::u32(..)))
+        .send()
+        .await
+        .expect("create queue (is LocalStack running?)")
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Sends `n` messages to `url` at `rate` per second, each carrying its send time.
+async fn produce(c: Client, url: String, n: usize, rate: f64) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    for i in 0..n {
+        tick.tick().await;
+        let body = json!({"type": "order.created", "id": i, "sent_ns": now_ns(), "pad": "x".repeat(800)});
+        c.send_message()
+            .queue_url(&url)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Long-polls `url` until `n` messages arrived; returns each one's send → receive latency (ms).
+async fn consume(c: Client, url: String, n: usize) -> Vec<f64> {
+    let mut latencies = Vec::with_capacity(n);
+    while latencies.len() < n {
+        let out = c
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(20)
+            .send()
+            .await
+            .unwrap();
+        let received = now_ns();
+        let mut delete = c.delete_message_batch().queue_url(&url);
+        for (i, m) in out.messages().iter().enumerate() {
+            let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            let sent = body["sent_ns"].as_u64().unwrap();
+            latencies.push((received.saturating_sub(sent)) as f64 / 1e6);
+            delete = delete.entries(
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .build()
+                    .unwrap(),
+            );
+        }
+        if !out.messages().is_empty() {
+            delete.send().await.unwrap();
+        }
+    }
+    latencies
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+async fn measure(c: &Client, n: usize, rate: f64, with_worker: bool) -> (f64, f64, f64) {
+    let source = queue(c, "src").await;
+    let arrival = if with_worker {
+        queue(c, "out").await
+    } else {
+        source.clone()
+    };
+    let stop = Arc::new(Mutex::new(None));
+    let worker = if with_worker {
+        let config = json!({
+            "source": {"type": "file", "path": "-"},
+            "targets": {"dlq": {"type": "stdout"}, "out": {"type": "stdout"}},
+            "pipeline": {"dead_letter": "dlq"},
+            "rules": [{"name": "orders", "match": {"body": {"type": [{"prefix": "order."}]}}, "actions": [{"type": "forward", "target": "out"}]}],
+        });
+        let rules = load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
+            .unwrap()
+            .rules;
+        let src = SqsSource::open(
+            c.clone(),
+            SqsSourceOptions {
+                queue_url: source.clone(),
+                visibility_timeout: None,
+                endpoint_url: Some(ENDPOINT.into()),
+            },
+        )
+        .await
+        .unwrap();
+        let out: Arc<dyn Publisher> = Arc::new(SqsTarget::new(c.clone(), arrival.clone(), Some(ENDPOINT.into())));
+        let dlq: Arc<dyn Publisher> = Arc::new(MemoryQueue::named("dlq"));
+        let settings = Settings {
+            pollers: 2,
+            ..Settings::default()
+        };
+        let w = Worker::new(
+            Arc::new(src),
+            rules,
+            vec![("dlq".into(), dlq), ("out".into(), out)],
+            0,
+            settings,
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        *stop.lock().unwrap() = Some(tx);
+        Some(tokio::spawn(w.run(async move {
+            let _ = rx.await;
+        })))
+    } else {
+        None
+    };
+    let consumer = tokio::spawn(consume(c.clone(), arrival.clone(), n));
+    produce(c.clone(), source.clone(), n, rate).await;
+    let mut latencies = consumer.await.unwrap();
+    if let Some(w) = worker {
+        let _ = stop.lock().unwrap().take().unwrap().send(());
+        w.await.unwrap().unwrap();
+    }
+    let _ = c.delete_queue().queue_url(&source).send().await;
+    if with_worker {
+        let _ = c.delete_queue().queue_url(&arrival).send().await;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+    (percentile(&latencies, 0.5), percentile(&latencies, 0.99), mean)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "quick");
+    let (n, runs) = if quick { (200, 1) } else { (500, 3) };
+    let rate = 50.0;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = client();
+        let mut bare = Vec::new();
+        let mut ours = Vec::new();
+        for _ in 0..runs {
+            bare.push(measure(&c, n, rate, false).await);
+            ours.push(measure(&c, n, rate, true).await);
+        }
+        let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| common::median(v.iter().map(f).collect());
+        let (w50, w99, wmean) = (med(&ours, |r| r.0), med(&ours, |r| r.1), med(&ours, |r| r.2));
+        let (b50, b99) = (med(&bare, |r| r.0), med(&bare, |r| r.1));
+        println!(
+            "localstack_latency send→worker→target queue→receive, {n} msgs at {rate}/s: p50 {w50:.1} ms, p99 {w99:.1} ms, mean {wmean:.1} ms (median of {runs}); baseline send→receive on one queue: p50 {b50:.1} ms, p99 {b99:.1} ms; mean vs the replaced system's {REPLACED_SYSTEM_AVERAGE_MS} ms: {:.3}×",
+            wmean / REPLACED_SYSTEM_AVERAGE_MS
+        );
+    });
+}
