@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every benchmark and prints the lines BENCHMARKS.md quotes. Starts LocalStack for the SQS
-# benchmark and the Pub/Sub emulator for the Pub/Sub one (and stops them after) unless they
-# already run. Takes about 15 minutes.
+# Runs every benchmark and prints the lines BENCHMARKS.md quotes (also saved, with the machine
+# and the date, to target/bench-report.txt). Starts LocalStack for the SQS benchmarks and the
+# Pub/Sub emulator for the Pub/Sub one (and stops them after) unless they already run. Takes
+# about 20 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p target
+exec > >(tee target/bench-report.txt) 2>&1
 
-echo "== machine"
+echo "== machine ($(date -u +%Y-%m-%dT%H:%MZ))"
 grep -m1 "model name" /proc/cpuinfo || true
 echo "cores: $(nproc)"
 rustc --version
