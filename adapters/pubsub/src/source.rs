@@ -65,6 +65,10 @@ pub const RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// deadline).
 pub const UNKNOWN_ACK_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Most message ids whose deliveries are counted locally (subscriptions without a dead-letter
+/// policy); past it the counts start over.
+pub const MAX_LOCAL_ATTEMPT_ENTRIES: usize = 100_000;
+
 /// Longest wait in `close` for a stream to flush its acks.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -201,6 +205,12 @@ impl PubSubSource {
             Some(n) if n > 0 => n as u32,
             _ => {
                 let mut local = self.shared.local_attempts.lock().expect("attempt map");
+                if local.len() >= MAX_LOCAL_ATTEMPT_ENTRIES && !local.contains_key(&m.message_id) {
+                    // Entries of messages redelivered to another replica never get acked here;
+                    // forgetting them all restarts those counts at 1 (a few extra retries, never
+                    // a loss) and keeps memory bounded.
+                    local.clear();
+                }
                 let n = local.entry(m.message_id.clone()).or_insert(0);
                 *n += 1;
                 *n
