@@ -23,17 +23,13 @@ const MAX_OUTSTANDING: u64 = 1000;
 
 /// A fresh topic and subscription holding `n` ~1 KB messages.
 async fn filled(admin: &EmulatorAdmin, n: usize) -> String {
-    let topic = admin.topic("bench").await.expect("topic (is the emulator running?)");
-    let sub = admin
-        .subscription(
-            "bench",
-            SubscriptionSpec {
-                ack_deadline_secs: 60,
-                ..SubscriptionSpec::on(&topic)
-            },
-        )
+    let (topic, sub) = admin
+        .topic_with_subscription("bench", |s| SubscriptionSpec {
+            ack_deadline_secs: 60,
+            ..s
+        })
         .await
-        .expect("subscription");
+        .expect("topic and subscription");
     let body =
         serde_json::to_string(&json!({"type": "order.created", "id": "o-1", "amount": 1500, "pad": "x".repeat(800)}))
             .unwrap();

@@ -93,32 +93,25 @@ async fn arrivals_during(source: &PubSubSource, window: Duration) -> Vec<Deliver
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_driven_worker_routes_and_dead_letters_before_the_native_policy() {
     let admin = admin().await;
-    let native_dlq = admin.topic("native-dlq").await.expect("topic");
-    let native_dlq_sub = admin
-        .subscription("native-dlq", SubscriptionSpec::on(&native_dlq))
+    let (native_dlq, native_dlq_sub) = admin
+        .topic_with_subscription("native-dlq", |s| s)
         .await
-        .expect("sub");
-    let source_topic = admin.topic("orders").await.expect("topic");
-    let source_sub = admin
-        .subscription(
-            "orders",
-            SubscriptionSpec {
-                dead_letter: Some((native_dlq.clone(), 5)),
-                ..SubscriptionSpec::on(&source_topic)
-            },
-        )
+        .expect("topic and subscription");
+    let (source_topic, source_sub) = admin
+        .topic_with_subscription("orders", |s| SubscriptionSpec {
+            dead_letter: Some((native_dlq.clone(), 5)),
+            ..s
+        })
         .await
-        .expect("sub");
-    let out = admin.topic("out").await.expect("topic");
-    let out_sub = admin
-        .subscription("out", SubscriptionSpec::on(&out))
+        .expect("topic and subscription");
+    let (out, out_sub) = admin
+        .topic_with_subscription("out", |s| s)
         .await
-        .expect("sub");
-    let dlq = admin.topic("dlq").await.expect("topic");
-    let dlq_sub = admin
-        .subscription("dlq", SubscriptionSpec::on(&dlq))
+        .expect("topic and subscription");
+    let (dlq, dlq_sub) = admin
+        .topic_with_subscription("dlq", |s| s)
         .await
-        .expect("sub");
+        .expect("topic and subscription");
 
     let endpoint = emulator::endpoint();
     let text = format!(
@@ -225,17 +218,13 @@ actions = [{{ type = "retry" }}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_drains_ten_thousand_messages_with_none_lost() {
     let admin = admin().await;
-    let topic = admin.topic("drain10k").await.expect("topic");
-    let sub = admin
-        .subscription(
-            "drain10k",
-            SubscriptionSpec {
-                ack_deadline_secs: 60,
-                ..SubscriptionSpec::on(&topic)
-            },
-        )
+    let (topic, sub) = admin
+        .topic_with_subscription("drain10k", |s| SubscriptionSpec {
+            ack_deadline_secs: 60,
+            ..s
+        })
         .await
-        .expect("sub");
+        .expect("topic and subscription");
     publish_all(
         &admin,
         &topic,
@@ -270,16 +259,14 @@ async fn worker_drains_ten_thousand_messages_with_none_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_replay_moves_dead_letters_back_to_the_source_topic() {
     let admin = admin().await;
-    let source_topic = admin.topic("replay-src").await.expect("topic");
-    let source_sub = admin
-        .subscription("replay-src", SubscriptionSpec::on(&source_topic))
+    let (_, source_sub) = admin
+        .topic_with_subscription("replay-src", |s| s)
         .await
-        .expect("sub");
-    let dlq = admin.topic("replay-dlq").await.expect("topic");
-    let dlq_sub = admin
-        .subscription("replay-dlq", SubscriptionSpec::on(&dlq))
+        .expect("topic and subscription");
+    let (dlq, dlq_sub) = admin
+        .topic_with_subscription("replay-dlq", |s| s)
         .await
-        .expect("sub");
+        .expect("topic and subscription");
     let dead = |n: u32, replays: Option<&str>| {
         let mut m = body(&format!(r#"{{"n":{n}}}"#));
         m.attributes.insert("veltrix.reason".into(), "transform_failed".into());

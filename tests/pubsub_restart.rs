@@ -45,11 +45,10 @@ async fn publish_range(admin: &EmulatorAdmin, topic: &str, range: std::ops::Rang
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_reconnects_after_an_emulator_restart_and_loses_nothing() {
     let admin = EmulatorAdmin::connect().await.expect("emulator");
-    let topic = admin.topic("restart").await.expect("topic");
-    let sub = admin
-        .subscription("restart", SubscriptionSpec::on(&topic))
+    let (topic, sub) = admin
+        .topic_with_subscription("restart", |s| s)
         .await
-        .expect("sub");
+        .expect("topic and subscription");
     let source = PubSubSource::open(
         &admin.connection,
         PubSubSourceOptions {

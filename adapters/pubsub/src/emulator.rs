@@ -143,6 +143,18 @@ impl EmulatorAdmin {
             .await
     }
 
+    /// Creates a topic and a subscription on it, both named `<prefix>-<random>`; `spec` adjusts
+    /// the subscription (dead-letter policy, ordering, ack deadline). Returns both full names.
+    pub async fn topic_with_subscription(
+        &self,
+        prefix: &str,
+        spec: impl FnOnce(SubscriptionSpec) -> SubscriptionSpec,
+    ) -> Result<(String, String), QueueError> {
+        let topic = self.topic(prefix).await?;
+        let subscription = self.subscription(prefix, spec(SubscriptionSpec::on(&topic))).await?;
+        Ok((topic, subscription))
+    }
+
     /// Creates the topic `name` (full name).
     pub async fn create_topic(&self, name: &str) -> Result<String, QueueError> {
         let t = self

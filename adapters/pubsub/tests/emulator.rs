@@ -42,21 +42,6 @@ async fn target(admin: &EmulatorAdmin, topic: &str) -> PubSubTarget {
         .expect("open the Pub/Sub target")
 }
 
-/// A topic, a dead-letter topic, and a subscription with a dead-letter policy (so the service
-/// counts delivery attempts) that allows `max_attempts`.
-async fn topic_with_subscription(
-    admin: &EmulatorAdmin,
-    what: &str,
-    spec: impl FnOnce(SubscriptionSpec) -> SubscriptionSpec,
-) -> (String, String) {
-    let topic = admin.topic(what).await.expect("topic");
-    let sub = admin
-        .subscription(what, spec(SubscriptionSpec::on(&topic)))
-        .await
-        .expect("subscription");
-    (topic, sub)
-}
-
 async fn receive_n(source: &dyn Source, n: usize, limit: Duration) -> Vec<Delivery> {
     let deadline = Instant::now() + limit;
     let mut got = Vec::new();
@@ -109,11 +94,13 @@ impl Backend for Emulator {
     async fn fresh(&self, visibility: Duration) -> TestQueue {
         let admin = admin().await;
         let dlq = admin.topic("suite-dlq").await.expect("dlq topic");
-        let (topic, sub) = topic_with_subscription(&admin, "suite", |s| SubscriptionSpec {
-            dead_letter: Some((dlq, 100)),
-            ..s
-        })
-        .await;
+        let (topic, sub) = admin
+            .topic_with_subscription("suite", |s| SubscriptionSpec {
+                dead_letter: Some((dlq, 100)),
+                ..s
+            })
+            .await
+            .expect("topic and subscription");
         TestQueue {
             source: Box::new(source(&admin, &sub, Some(visibility)).await),
             publisher: Box::new(target(&admin, &topic).await),
@@ -155,7 +142,10 @@ behaviour_suite!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_with_delay_longer_than_the_ack_deadline_is_not_redelivered_early() {
     let admin = admin().await;
-    let (topic, sub) = topic_with_subscription(&admin, "nack-delay", |s| s).await;
+    let (topic, sub) = admin
+        .topic_with_subscription("nack-delay", |s| s)
+        .await
+        .expect("topic and subscription");
     let source = source(&admin, &sub, None).await;
     publish(&target(&admin, &topic).await, vec![message("a", None)]).await;
     let first = receive_n(&source, 1, SETTLE).await;
@@ -190,7 +180,10 @@ async fn nack_with_delay_longer_than_the_ack_deadline_is_not_redelivered_early()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_extension_past_the_ack_deadline_gives_no_duplicate() {
     let admin = admin().await;
-    let (topic, sub) = topic_with_subscription(&admin, "lease", |s| s).await;
+    let (topic, sub) = admin
+        .topic_with_subscription("lease", |s| s)
+        .await
+        .expect("topic and subscription");
     let source = source(&admin, &sub, None).await;
     assert_eq!(
         source.limits().initial_lease,
@@ -222,7 +215,10 @@ async fn lease_extension_past_the_ack_deadline_gives_no_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_keys_keep_their_order() {
     let admin = admin().await;
-    let (topic, sub) = topic_with_subscription(&admin, "ordered", |s| SubscriptionSpec { ordering: true, ..s }).await;
+    let (topic, sub) = admin
+        .topic_with_subscription("ordered", |s| SubscriptionSpec { ordering: true, ..s })
+        .await
+        .expect("topic and subscription");
     let source = source(&admin, &sub, None).await;
     let target = target(&admin, &topic).await;
     let keys = ["k0", "k1", "k2"];
@@ -265,16 +261,17 @@ async fn ordering_keys_keep_their_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_dead_letter_policy_moves_a_poison_message_after_max_attempts() {
     let admin = admin().await;
-    let dlq_topic = admin.topic("native-dlq").await.expect("dlq topic");
-    let dlq_sub = admin
-        .subscription("native-dlq", SubscriptionSpec::on(&dlq_topic))
+    let (dlq_topic, dlq_sub) = admin
+        .topic_with_subscription("native-dlq", |s| s)
         .await
-        .expect("dlq sub");
-    let (topic, sub) = topic_with_subscription(&admin, "native", |s| SubscriptionSpec {
-        dead_letter: Some((dlq_topic.clone(), 5)),
-        ..s
-    })
-    .await;
+        .expect("topic and subscription");
+    let (topic, sub) = admin
+        .topic_with_subscription("native", |s| SubscriptionSpec {
+            dead_letter: Some((dlq_topic.clone(), 5)),
+            ..s
+        })
+        .await
+        .expect("topic and subscription");
     let source = source(&admin, &sub, None).await;
     publish(&target(&admin, &topic).await, vec![message("poison", None)]).await;
     let mut attempts = Vec::new();
@@ -348,7 +345,10 @@ async fn missing_subscription_and_topic_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_message_fails_alone_and_permanently() {
     let admin = admin().await;
-    let (topic, sub) = topic_with_subscription(&admin, "oversize", |s| s).await;
+    let (topic, sub) = admin
+        .topic_with_subscription("oversize", |s| s)
+        .await
+        .expect("topic and subscription");
     let source = source(&admin, &sub, None).await;
     let target = target(&admin, &topic).await;
     let mut big = message("big", None);
