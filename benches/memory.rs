@@ -63,6 +63,10 @@ async fn one_run() -> (f64, f64) {
     let settings = Settings {
         max_in_flight: IN_FLIGHT,
         publish_linger: Duration::ZERO,
+        sandbox: veltrix::sandbox::SandboxSettings {
+            program: env!("CARGO_BIN_EXE_veltrix").into(),
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let dlq: Arc<dyn Publisher> = Arc::new(MemoryQueue::named("dlq"));

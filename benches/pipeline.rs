@@ -70,7 +70,7 @@ impl Publisher for Recorder {
         let now = self.base.elapsed().as_nanos() as u64;
         let mut l = self.latencies_ns.lock().unwrap();
         for m in &batch {
-            if let Some(sent) = m.attributes.get(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(sent) = m.attributes.get_str(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
                 l.push(now.saturating_sub(sent));
             }
         }
@@ -152,7 +152,7 @@ fn latency(rate_per_sec: u64, secs: u64) -> (f64, f64, f64, usize) {
             interval.tick().await;
             for _ in 0..per_tick {
                 let mut attributes = veltrix_queue::Attributes::new();
-                attributes.insert(SENT_AT.into(), (base.elapsed().as_nanos() as u64).to_string());
+                attributes.insert(SENT_AT, (base.elapsed().as_nanos() as u64).to_string());
                 src.push(OutboundMessage {
                     body: events[sent as usize % events.len()].clone().into(),
                     attributes,

@@ -20,6 +20,7 @@
 //! - [`pipeline`]: the delivery machinery (concurrency, acks, retries, leases, drain).
 //! - [`targets`]: opening configured targets, and batching publishes.
 //! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test`; [`shutdown`]: signals.
+//! - [`sandbox`]: transforms run in separate processes with time, size and memory budgets.
 //! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix;
 //!   [`preflight`]: `veltrix check --preflight`, the real queues compared with the config.
 
@@ -30,6 +31,7 @@ pub mod preflight;
 pub mod replay;
 pub mod rules;
 pub mod runner;
+pub mod sandbox;
 pub mod shutdown;
 pub mod targets;
 pub mod testing;

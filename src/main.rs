@@ -76,6 +76,9 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The transform sandbox process (started by the worker, not by hand).
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +144,7 @@ fn load(path: &Path) -> Result<config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sandbox => veltrix::sandbox::child::main(),
         Command::Check { config, preflight } => {
             init_logs(cli.log_format, "warn");
             let c = match load(&config) {
@@ -262,13 +266,14 @@ fn main() -> ExitCode {
 }
 
 fn test(c: &config::Config, events: &Path, options: TestOptions) -> anyhow::Result<usize> {
+    let sandbox = veltrix::sandbox::Sandbox::start(&c.settings.sandbox, c.rules.transform_sources())?;
     let stdout = std::io::stdout().lock();
     let counts = if events.as_os_str() == "-" {
-        run_tests(c, std::io::stdin().lock(), stdout, options)?
+        run_tests(c, std::io::stdin().lock(), stdout, options, &sandbox)?
     } else {
         let file =
             std::fs::File::open(events).with_context(|| format!("cannot open events file {}", events.display()))?;
-        run_tests(c, BufReader::new(file), stdout, options)?
+        run_tests(c, BufReader::new(file), stdout, options, &sandbox)?
     };
     Ok(counts.invalid_lines)
 }
@@ -309,10 +314,11 @@ fn replay(
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
+        veltrix::replay::open::check_distinct(c, from, to)?;
         let source = veltrix::replay::open::open_dead_letters(c, from, from_subscription).await?;
         let destination = veltrix::replay::open::open_destination(c, to).await?;
         let mut stdout = std::io::stdout().lock();
-        let summary = veltrix::replay::replay(source.as_ref(), destination.as_ref(), options, |record| {
+        let summary = veltrix::replay::replay(source, destination.as_ref(), options, |record| {
             let _ = serde_json::to_writer(&mut stdout, record);
             let _ = writeln!(stdout);
         })

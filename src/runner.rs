@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions};
-use veltrix_queue::file::FileSource;
+use veltrix_queue::file::{FileSource, FileSourceOptions};
 use veltrix_queue::{Publisher, QueueError, Source};
 use veltrix_sqs::{SqsSource, SqsSourceOptions};
 
@@ -51,7 +51,15 @@ pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError>
         SourceConfig::File {
             path,
             visibility_timeout,
-        } => Arc::new(FileSource::open(path, *visibility_timeout).await?),
+            format,
+        } => {
+            let options = FileSourceOptions {
+                visibility_timeout: *visibility_timeout,
+                format: *format,
+                max_line_bytes: config.settings.max_body_bytes,
+            };
+            Arc::new(FileSource::open(path, options).await?)
+        }
         SourceConfig::Sqs {
             queue_url,
             connect,

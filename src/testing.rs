@@ -14,6 +14,7 @@ use veltrix_queue::{Attributes, SourceInfo};
 use crate::config::Config;
 use crate::rules::envelope;
 use crate::rules::plan::{Disposition, ForwardBody, Plan};
+use crate::sandbox::RunTransforms;
 
 /// Options of `veltrix test`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,12 +88,14 @@ fn parse_envelope_line(line: &str) -> Result<EnvelopeLine, String> {
     })
 }
 
-/// Evaluates every line of `input` and writes one JSON line per event to `out`.
+/// Evaluates every line of `input` and writes one JSON line per event to `out`; transforms
+/// run with `transforms` (the sandbox, as in the worker).
 pub fn run_tests(
     config: &Config,
     input: impl BufRead,
     mut out: impl Write,
     options: TestOptions,
+    transforms: &dyn RunTransforms,
 ) -> Result<TestCounts, TestError> {
     let info = SourceInfo {
         kind: config.source.kind(),
@@ -114,14 +117,16 @@ pub fn run_tests(
                 Ok(e) => {
                     counts.events += 1;
                     let env = envelope::build(e.body, &e.attributes, &info, e.delivery_attempt);
-                    let plan = config.rules.plan(&env, e.delivery_attempt);
+                    let mut plan = config.rules.plan(&env, e.delivery_attempt);
+                    finish(config, &mut plan, transforms);
                     record_for(config, index, &plan, options.explain.then_some(&env))
                 }
             }
         } else {
             // Bodies go through exactly what the worker runs.
             counts.events += 1;
-            let plan = config.rules.plan_message(line, &Attributes::new(), &info, 1);
+            let mut plan = config.rules.plan_message(line, &Attributes::new(), &info, 1);
+            finish(config, &mut plan, transforms);
             let env = options.explain.then(|| {
                 let body = envelope::decode_body(line).unwrap_or(Value::Null);
                 envelope::build(body, &Attributes::new(), &info, 1)
@@ -133,6 +138,16 @@ pub fn run_tests(
     }
     out.flush()?;
     Ok(counts)
+}
+
+/// Runs the plan's transforms; when they cannot run at all, the event shows as a retry.
+fn finish(config: &Config, plan: &mut Plan, transforms: &dyn RunTransforms) {
+    if config.rules.run_transforms(plan, transforms).is_some() {
+        plan.forwards.clear();
+        plan.disposition = Disposition::Retry {
+            rule: plan.matched.first().copied().unwrap_or(0),
+        };
+    }
 }
 
 fn record_for(config: &Config, index: usize, plan: &Plan, explain: Option<&Value>) -> Value {
@@ -192,6 +207,7 @@ fn describe(config: &Config, index: usize, plan: &Plan) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::InProcess;
     use std::path::Path;
 
     fn config() -> Config {
@@ -215,7 +231,8 @@ actions = [{ type = "drop" }]
 
     fn run(input: &str, options: TestOptions) -> Vec<Value> {
         let mut out = Vec::new();
-        run_tests(&config(), input.as_bytes(), &mut out, options).unwrap();
+        let config = config();
+        run_tests(&config, input.as_bytes(), &mut out, options, &InProcess(&config.rules)).unwrap();
         String::from_utf8(out)
             .unwrap()
             .lines()
@@ -252,11 +269,13 @@ actions = [{ type = "drop" }]
     #[test]
     fn a_line_that_is_not_utf8_is_dead_lettered_like_the_worker_does() {
         let mut out = Vec::new();
+        let config = config();
         run_tests(
-            &config(),
+            &config,
             &b"\xff\xfe\n{\"type\":\"order\"}\n"[..],
             &mut out,
             TestOptions::default(),
+            &InProcess(&config.rules),
         )
         .unwrap();
         let lines: Vec<Value> = String::from_utf8(out)

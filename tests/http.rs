@@ -170,9 +170,11 @@ async fn client_errors_dead_letter_with_status_and_body() {
     assert_eq!((summary.retried, summary.dead_lettered), (0, 1));
     let a = &dlq.snapshot()[0].attributes;
     assert_eq!(a["veltrix.reason"], "target_rejected");
-    assert!(a["veltrix.error"].contains("422"), "{}", a["veltrix.error"]);
+    assert!(a["veltrix.error"].to_string().contains("422"), "{}", a["veltrix.error"]);
     assert!(
-        a["veltrix.error"].contains("field `amount` must be positive"),
+        a["veltrix.error"]
+            .to_string()
+            .contains("field `amount` must be positive"),
         "{}",
         a["veltrix.error"]
     );
@@ -237,7 +239,11 @@ async fn unreachable_handler_is_retried_then_dead_lettered_when_the_budget_is_sp
     assert_eq!((summary.received, summary.retried, summary.dead_lettered), (3, 2, 1));
     let a = &dlq.snapshot()[0].attributes;
     assert_eq!(a["veltrix.reason"], "retry_budget_exhausted");
-    assert!(a["veltrix.error"].contains("POST"), "{}", a["veltrix.error"]);
+    assert!(
+        a["veltrix.error"].to_string().contains("POST"),
+        "{}",
+        a["veltrix.error"]
+    );
 }
 
 /// A handler service on its own runtime and thread, so killing it closes every connection

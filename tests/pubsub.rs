@@ -180,17 +180,22 @@ actions = [{{ type = "retry" }}]
     assert_eq!(numbers, (0..20).collect(), "every order forwarded");
     assert!(forwarded
         .iter()
-        .all(|d| d.attributes.get("veltrix.rule").map(String::as_str) == Some("orders")));
+        .all(|d| d.attributes.get_str("veltrix.rule") == Some("orders")));
     let reasons: HashMap<String, &Delivery> = dead
         .iter()
-        .map(|d| (d.attributes.get("veltrix.reason").cloned().unwrap_or_default(), d))
+        .map(|d| {
+            (
+                d.attributes.get_str("veltrix.reason").unwrap_or_default().to_string(),
+                d,
+            )
+        })
         .collect();
     assert_eq!(dead.len(), 2, "{reasons:?}", reasons = reasons.keys());
     let poison = reasons
         .get("retry_budget_exhausted")
         .unwrap_or_else(|| panic!("poison dead-lettered by veltrix: {:?}", reasons.keys()));
     assert_eq!(&poison.body[..], br#"{"type":"poison"}"#);
-    assert_eq!(poison.attributes.get("veltrix.attempts").map(String::as_str), Some("3"));
+    assert_eq!(poison.attributes.get_str("veltrix.attempts"), Some("3"));
     assert!(
         dead.iter().any(|d| &d.body[..] == b"not json at all"),
         "the malformed event is dead-lettered"
@@ -269,11 +274,11 @@ async fn dlq_replay_moves_dead_letters_back_to_the_source_topic() {
         .expect("topic and subscription");
     let dead = |n: u32, replays: Option<&str>| {
         let mut m = body(&format!(r#"{{"n":{n}}}"#));
-        m.attributes.insert("veltrix.reason".into(), "transform_failed".into());
-        m.attributes.insert("veltrix.message_id".into(), format!("m-{n}"));
-        m.attributes.insert("tenant".into(), "t-1".into());
+        m.attributes.insert("veltrix.reason", "transform_failed");
+        m.attributes.insert("veltrix.message_id", format!("m-{n}"));
+        m.attributes.insert("tenant", "t-1");
         if let Some(r) = replays {
-            m.attributes.insert("veltrix.replays".into(), r.into());
+            m.attributes.insert("veltrix.replays", r);
         }
         m
     };
@@ -328,8 +333,8 @@ async fn dlq_replay_moves_dead_letters_back_to_the_source_topic() {
     numbers.sort();
     assert_eq!(numbers, vec![1, 2]);
     for d in &replayed {
-        assert_eq!(d.attributes.get("veltrix.replays").map(String::as_str), Some("1"));
-        assert_eq!(d.attributes.get("tenant").map(String::as_str), Some("t-1"));
+        assert_eq!(d.attributes.get_str("veltrix.replays"), Some("1"));
+        assert_eq!(d.attributes.get_str("tenant"), Some("t-1"));
         assert!(!d.attributes.contains_key("veltrix.reason"), "{:?}", d.attributes);
     }
     // Released at the end of the replay; the emulator may have pushed it back onto the closing
@@ -337,10 +342,7 @@ async fn dlq_replay_moves_dead_letters_back_to_the_source_topic() {
     let left = open_source(&admin, &dlq_sub, 1).await;
     let stays = drain(&left, 1, Duration::from_secs(120)).await;
     assert_eq!(stays.len(), 1, "the message replayed too often is still a dead letter");
-    assert_eq!(
-        stays[0].attributes.get("veltrix.replays").map(String::as_str),
-        Some("3")
-    );
+    assert_eq!(stays[0].attributes.get_str("veltrix.replays"), Some("3"));
     assert!(
         arrivals_during(&left, Duration::from_secs(2)).await.is_empty(),
         "the replayed ones were acked"

@@ -23,7 +23,7 @@ fn dead_letter(n: u32, reason: &str, extra: &[(&str, &str)]) -> OutboundMessage 
     ];
     attrs.extend_from_slice(extra);
     let mut m = body_with(&attrs, &format!(r#"{{"n": {n}}}"#));
-    m.attributes.insert("veltrix.message_id".into(), format!("m-{n}"));
+    m.attributes.insert("veltrix.message_id", format!("m-{n}"));
     m
 }
 
@@ -41,9 +41,11 @@ fn options() -> ReplayOptions {
 
 async fn run(dlq: &MemoryQueue, to: &MemoryQueue, options: &ReplayOptions) -> (ReplaySummary, Vec<ReplayRecord>) {
     let mut records = Vec::new();
-    let summary = replay(dlq, to, options, |r| records.push(r.clone()))
-        .await
-        .expect("replay");
+    let summary = replay(std::sync::Arc::new(dlq.clone()), to, options, |r| {
+        records.push(r.clone())
+    })
+    .await
+    .expect("replay");
     (summary, records)
 }
 

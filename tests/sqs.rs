@@ -254,7 +254,9 @@ async fn oversized_message_for_an_sqs_target_is_dead_lettered() {
     let dead = dlq.snapshot();
     assert_eq!(dead[0].attributes["veltrix.reason"], "target_rejected");
     assert!(
-        dead[0].attributes["veltrix.error"].contains("exceeds the SQS limit"),
+        dead[0].attributes["veltrix.error"]
+            .to_string()
+            .contains("exceeds the SQS limit"),
         "{}",
         dead[0].attributes["veltrix.error"]
     );

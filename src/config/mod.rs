@@ -37,6 +37,8 @@ pub enum SourceConfig {
         path: PathBuf,
         /// Lease of an unsettled line.
         visibility_timeout: Duration,
+        /// What a line is.
+        format: veltrix_queue::file::LineFormat,
     },
     /// An SQS queue.
     Sqs {

@@ -22,6 +22,24 @@ pub mod defaults {
     pub const fn file_visibility_timeout_secs() -> u64 {
         30
     }
+    /// Longest body a file source passes on (1 MiB, what an SQS target can carry); longer
+    /// lines are dead-lettered as `body_too_large`.
+    pub const fn file_max_body_bytes() -> u64 {
+        1024 * 1024
+    }
+    /// Longest body an SQS source passes on: the SQS maximum (1 MiB).
+    pub const fn sqs_max_body_bytes() -> u64 {
+        veltrix_sqs::limits::MAX_MESSAGE_BYTES as u64
+    }
+    /// Longest body a Pub/Sub source passes on: the Pub/Sub maximum (10 MB).
+    pub const fn pubsub_max_body_bytes() -> u64 {
+        veltrix_pubsub::limits::MAX_MESSAGE_BYTES as u64
+    }
+    /// Body bytes held in flight at once, across all pollers (64 MiB); a poller waits while
+    /// more are held.
+    pub const fn max_in_flight_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
     /// HTTP target request timeout.
     pub const fn http_timeout_ms() -> u64 {
         5000
@@ -72,6 +90,22 @@ pub mod defaults {
     pub const fn publish_flush_ms() -> u64 {
         0
     }
+    /// Longest time one transform may run on one message.
+    pub const fn transform_timeout_ms() -> u64 {
+        250
+    }
+    /// Longest transform output (1 MiB: what an SQS target can carry).
+    pub const fn transform_max_output_bytes() -> u64 {
+        1024 * 1024
+    }
+    /// Memory of one sandbox process (256 MiB).
+    pub const fn transform_max_memory_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
+    /// Sandbox processes (one per core of the usual 2-core worker).
+    pub const fn transform_processes() -> u32 {
+        2
+    }
 }
 
 /// The whole file.
@@ -108,6 +142,17 @@ pub enum RawSource {
         /// Lease of an unsettled line (default 30 s).
         #[serde(default = "defaults::file_visibility_timeout_secs")]
         visibility_timeout_secs: u64,
+        /// What a line is: `body` (default: one event body) or `record` (a line a file target
+        /// wrote: body, attributes and ordering key, read back exactly).
+        #[serde(default)]
+        format: RawLineFormat,
+        /// Longest body passed on (default 1048576 bytes, 1–268435456); longer lines are
+        /// dead-lettered as `body_too_large` without being parsed.
+        #[serde(default = "defaults::file_max_body_bytes")]
+        max_body_bytes: u64,
+        /// Body bytes held in flight at once (default 67108864 = 64 MiB, 1048576–17179869184).
+        #[serde(default = "defaults::max_in_flight_bytes")]
+        max_in_flight_bytes: u64,
     },
     /// An Amazon SQS queue (standard or FIFO).
     Sqs {
@@ -131,6 +176,13 @@ pub enum RawSource {
         /// Visibility timeout requested on receive (default: the queue's own; 1–43200 s).
         #[serde(default)]
         visibility_timeout_secs: Option<u64>,
+        /// Longest body passed on (default and maximum: the SQS limit, 1048576 bytes); larger
+        /// ones are dead-lettered as `body_too_large` without being parsed.
+        #[serde(default = "defaults::sqs_max_body_bytes")]
+        max_body_bytes: u64,
+        /// Body bytes held in flight at once (default 67108864 = 64 MiB, 1048576–17179869184).
+        #[serde(default = "defaults::max_in_flight_bytes")]
+        max_in_flight_bytes: u64,
     },
     /// A Google Cloud Pub/Sub subscription (streaming pull).
     Pubsub {
@@ -159,7 +211,25 @@ pub enum RawSource {
         /// ack deadline; 1–600 s).
         #[serde(default)]
         visibility_timeout_secs: Option<u64>,
+        /// Longest body passed on (default and maximum: the Pub/Sub limit, 10000000 bytes);
+        /// larger ones are dead-lettered as `body_too_large` without being parsed.
+        #[serde(default = "defaults::pubsub_max_body_bytes")]
+        max_body_bytes: u64,
+        /// Body bytes held in flight at once (default 67108864 = 64 MiB, 1048576–17179869184).
+        #[serde(default = "defaults::max_in_flight_bytes")]
+        max_in_flight_bytes: u64,
     },
+}
+
+/// `source.format` of a file source.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLineFormat {
+    /// Each line is one event body.
+    #[default]
+    Body,
+    /// Each line is a record as file targets write it.
+    Record,
 }
 
 /// `[targets.NAME]`, tagged by `type`.
@@ -233,6 +303,39 @@ pub struct RawPipeline {
     /// Extra wait to fill a publish batch (default 0 ms: publish what is queued at once).
     #[serde(default = "defaults::publish_flush_ms")]
     pub publish_flush_ms: u64,
+    /// Budgets of the transform sandbox.
+    #[serde(default)]
+    pub transform: RawTransform,
+}
+
+/// `pipeline.transform`: the budgets every transform runs under (in a sandbox process).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransform {
+    /// Longest run on one message (default 250 ms, 1–60000); past it the message is
+    /// dead-lettered as `transform_budget_exceeded`.
+    #[serde(default = "defaults::transform_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest output (default 1048576 bytes, 1–10000000).
+    #[serde(default = "defaults::transform_max_output_bytes")]
+    pub max_output_bytes: u64,
+    /// Memory of one sandbox process (default 268435456 bytes = 256 MiB, 16 MiB–16 GiB).
+    #[serde(default = "defaults::transform_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+    /// Sandbox processes, i.e. transforms running at once (default 2, 1–64).
+    #[serde(default = "defaults::transform_processes")]
+    pub processes: u32,
+}
+
+impl Default for RawTransform {
+    fn default() -> Self {
+        Self {
+            timeout_ms: defaults::transform_timeout_ms(),
+            max_output_bytes: defaults::transform_max_output_bytes(),
+            max_memory_bytes: defaults::transform_max_memory_bytes(),
+            processes: defaults::transform_processes(),
+        }
+    }
 }
 
 impl Default for RawPipeline {
@@ -245,6 +348,7 @@ impl Default for RawPipeline {
             max_lease_secs: defaults::max_lease_secs(),
             ack_flush_ms: defaults::ack_flush_ms(),
             publish_flush_ms: defaults::publish_flush_ms(),
+            transform: RawTransform::default(),
         }
     }
 }

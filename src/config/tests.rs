@@ -50,7 +50,8 @@ fn valid_toml_loads_with_paths_relative_to_the_file() {
         c.source,
         SourceConfig::File {
             path: "/etc/veltrix/events.jsonl".into(),
-            visibility_timeout: Duration::from_secs(30)
+            visibility_timeout: Duration::from_secs(30),
+            format: veltrix_queue::file::LineFormat::Body,
         }
     );
     assert_eq!(

@@ -10,13 +10,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::error::{did_you_mean, Diagnostic};
-use super::raw::{RawAction, RawConfig, RawRule, RawSource, RawTarget, RawUnmatched};
+use super::raw::{RawAction, RawConfig, RawLineFormat, RawRule, RawSource, RawTarget, RawUnmatched};
 use super::{Config, ConnectOptions, PubSubConnect, SourceConfig, TargetConfig, TargetKind};
 use crate::pipeline::backoff::RetryPolicy;
 use crate::pipeline::settings::Settings;
 use crate::rules::pattern::PatternSet;
 use crate::rules::transform::Transform;
 use crate::rules::{Action, Rule, RuleSet, Unmatched};
+use crate::sandbox::SandboxSettings;
+use veltrix_queue::file::LineFormat;
 
 /// Longest retry delay or lease: the SQS visibility timeout maximum (12 h).
 pub const MAX_DELAY_SECS: u64 = 43_200;
@@ -29,6 +31,12 @@ pub const MAX_POLLERS: u32 = 64;
 pub const MAX_PUBSUB_STREAMS: u32 = 32;
 /// Largest retry budget.
 pub const MAX_ATTEMPTS: u32 = 1000;
+/// Largest `max_body_bytes` of a file source (256 MiB).
+pub const MAX_FILE_BODY_BYTES: u64 = 256 * 1024 * 1024;
+/// Smallest `max_in_flight_bytes` (1 MiB).
+pub const MIN_IN_FLIGHT_BYTES: u64 = 1024 * 1024;
+/// Largest `max_in_flight_bytes` (16 GiB).
+pub const MAX_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 struct Checker {
     problems: Vec<Diagnostic>,
@@ -71,13 +79,23 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     let mut c = Checker { problems: Vec::new() };
 
     let mut receive_wait = Duration::from_secs(1);
-    let (source, max_in_flight, pollers) = match raw.source {
+    let (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes) = match raw.source {
         RawSource::File {
             path,
             max_in_flight,
             pollers,
             visibility_timeout_secs,
+            format,
+            max_body_bytes,
+            max_in_flight_bytes,
         } => {
+            c.range(
+                "source.max_body_bytes",
+                max_body_bytes,
+                1,
+                MAX_FILE_BODY_BYTES,
+                " bytes",
+            );
             c.range(
                 "source.visibility_timeout_secs",
                 visibility_timeout_secs,
@@ -94,8 +112,12 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             let source = SourceConfig::File {
                 path: resolve(base_dir, &path),
                 visibility_timeout: Duration::from_secs(visibility_timeout_secs),
+                format: match format {
+                    RawLineFormat::Body => LineFormat::Body,
+                    RawLineFormat::Record => LineFormat::Record,
+                },
             };
-            (source, max_in_flight, pollers)
+            (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes)
         }
         RawSource::Sqs {
             queue_url,
@@ -105,7 +127,16 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             max_in_flight,
             pollers,
             visibility_timeout_secs,
+            max_body_bytes,
+            max_in_flight_bytes,
         } => {
+            c.range(
+                "source.max_body_bytes",
+                max_body_bytes,
+                1,
+                veltrix_sqs::limits::MAX_MESSAGE_BYTES as u64,
+                " bytes",
+            );
             check_queue_url(&mut c, "source.queue_url", &queue_url);
             check_endpoint(&mut c, "source.endpoint_url", endpoint_url.as_deref());
             c.range("source.wait_time_secs", wait_time_secs, 0, 20, " s");
@@ -118,7 +149,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 connect: ConnectOptions { endpoint_url, region },
                 visibility_timeout: visibility_timeout_secs.map(Duration::from_secs),
             };
-            (source, max_in_flight, pollers)
+            (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes)
         }
         RawSource::Pubsub {
             subscription,
@@ -129,7 +160,16 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             max_outstanding_messages,
             max_outstanding_bytes,
             visibility_timeout_secs,
+            max_body_bytes,
+            max_in_flight_bytes,
         } => {
+            c.range(
+                "source.max_body_bytes",
+                max_body_bytes,
+                1,
+                veltrix_pubsub::limits::MAX_MESSAGE_BYTES as u64,
+                " bytes",
+            );
             check_pubsub_name(&mut c, "source.subscription", &subscription, "subscriptions");
             check_endpoint(&mut c, "source.endpoint", endpoint.as_deref());
             c.range("source.streams", streams.into(), 1, MAX_PUBSUB_STREAMS.into(), "");
@@ -164,9 +204,16 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 max_outstanding_bytes,
                 visibility_timeout: visibility_timeout_secs.map(Duration::from_secs),
             };
-            (source, max_in_flight, pollers)
+            (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes)
         }
     };
+    c.range(
+        "source.max_in_flight_bytes",
+        max_in_flight_bytes,
+        MIN_IN_FLIGHT_BYTES,
+        MAX_IN_FLIGHT_BYTES,
+        " bytes",
+    );
     c.range(
         "source.max_in_flight",
         max_in_flight.into(),
@@ -203,6 +250,19 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 bearer_token_env,
             } => {
                 check_http_url(&mut c, &format!("{field}.url"), url);
+                if bearer_token_env.is_some() && !crate::targets::http::may_carry_token(url) {
+                    c.problems.push(
+                        Diagnostic::field(
+                            format!("{field}.bearer_token_env"),
+                            format!(
+                                "a bearer token would be sent in clear text to {}",
+                                crate::targets::http::redact_url(url)
+                            ),
+                        )
+                        .allowed("an https:// url, or http:// to a loopback address (127.0.0.1, ::1, localhost)")
+                        .hint("use the handler's https:// address, or remove `bearer_token_env`"),
+                    );
+                }
                 c.range(&format!("{field}.timeout_ms"), *timeout_ms, 1, 600_000, " ms");
                 for (k, v) in headers {
                     if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
@@ -313,6 +373,23 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     c.range("pipeline.max_lease_secs", p.max_lease_secs, 1, MAX_DELAY_SECS, " s");
     c.range("pipeline.ack_flush_ms", p.ack_flush_ms, 0, 1000, " ms");
     c.range("pipeline.publish_flush_ms", p.publish_flush_ms, 0, 1000, " ms");
+    let t = &p.transform;
+    c.range("pipeline.transform.timeout_ms", t.timeout_ms, 1, 60_000, " ms");
+    c.range(
+        "pipeline.transform.max_output_bytes",
+        t.max_output_bytes,
+        1,
+        veltrix_pubsub::limits::MAX_MESSAGE_BYTES as u64,
+        " bytes",
+    );
+    c.range(
+        "pipeline.transform.max_memory_bytes",
+        t.max_memory_bytes,
+        16 * 1024 * 1024,
+        16 * 1024 * 1024 * 1024,
+        " bytes",
+    );
+    c.range("pipeline.transform.processes", t.processes.into(), 1, 64, "");
 
     let mut rules = Vec::new();
     let mut patterns: Vec<Value> = Vec::new();
@@ -386,6 +463,15 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         max_lease: Duration::from_secs(p.max_lease_secs),
         ack_linger: Duration::from_millis(p.ack_flush_ms),
         publish_linger: Duration::from_millis(p.publish_flush_ms),
+        max_body_bytes: max_body_bytes as usize,
+        max_in_flight_bytes: max_in_flight_bytes as usize,
+        sandbox: SandboxSettings {
+            program: SandboxSettings::default_program(),
+            timeout: Duration::from_millis(t.timeout_ms),
+            max_output_bytes: t.max_output_bytes as usize,
+            max_memory_bytes: t.max_memory_bytes,
+            processes: t.processes as usize,
+        },
     };
     Ok(Config {
         file: file.to_path_buf(),
@@ -440,8 +526,12 @@ fn check_http_url(c: &mut Checker, field: &str, url: &str) {
     {
         return;
     }
+    let shown = match reqwest::Url::parse(url) {
+        Ok(_) => crate::targets::http::redact_url(url),
+        Err(_) => url.to_string(),
+    };
     c.problems.push(
-        Diagnostic::field(field, format!("`{url}` is not an http(s) URL"))
+        Diagnostic::field(field, format!("`{shown}` is not an http(s) URL"))
             .allowed("http://host[:port]/path or https://…")
             .hint("e.g. url = \"http://fraud.internal:8080/events\""),
     );

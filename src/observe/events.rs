@@ -55,6 +55,12 @@ veltrix_queue::log_events! {
         /// Wait before the next receive.
         retry_in_ms: u64,
     }
+    /// A sandbox process ended with the transform it ran (over its time budget, out of memory
+    /// or stack); that message is dead-lettered and a new process takes the slot.
+    SandboxRestarted => WARN "sandbox_restarted" "a transform exceeded its budget; its sandbox process was replaced" {
+        /// How the process ended.
+        reason: String,
+    }
     /// A poller task ended unexpectedly.
     PollerFailed => ERROR "poller_failed" "poller task failed" {
         /// Why.

@@ -22,6 +22,7 @@ pub mod acker;
 pub mod backoff;
 pub mod batch;
 pub mod lease;
+pub mod own_attributes;
 pub mod process;
 pub mod sequencer;
 pub mod settings;
@@ -46,6 +47,7 @@ use crate::pipeline::sequencer::Sequencer;
 use crate::pipeline::settings::Settings;
 use crate::pipeline::stats::{Stats, Summary};
 use crate::rules::RuleSet;
+use crate::sandbox::{Sandbox, StartError};
 use crate::targets::batching::BatchingPublisher;
 
 /// First delay after a failed receive (doubles up to [`MAX_RECEIVE_RETRY_DELAY`]).
@@ -61,6 +63,9 @@ pub enum PipelineError {
     /// The source failed in a way retrying cannot fix.
     #[error("source failed: {0}")]
     Source(QueueError),
+    /// The transform sandbox could not start.
+    #[error(transparent)]
+    Sandbox(#[from] StartError),
 }
 
 /// Everything a processing task needs, shared.
@@ -83,6 +88,8 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// Readiness.
     pub health: Arc<Health>,
+    /// Where transforms run (`None` when no rule transforms).
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// A message received and holding an in-flight permit and a lease.
@@ -160,6 +167,16 @@ impl Worker {
             stats,
             health,
         } = self;
+        let sandbox = if rules.transforms().is_empty() {
+            None
+        } else {
+            let sandbox_settings = settings.sandbox.clone();
+            let sources = rules.transform_sources();
+            let started = tokio::task::spawn_blocking(move || Sandbox::start(&sandbox_settings, sources))
+                .await
+                .expect("starting the sandbox does not panic")?;
+            Some(Arc::new(started))
+        };
         let source_info = source.info();
         let rule_names: Vec<String> = rules.rules().iter().map(|r| r.name.clone()).collect();
         let target_names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
@@ -186,6 +203,7 @@ impl Worker {
             settings: settings.clone(),
             acks,
             stats: stats.clone(),
+            sandbox,
         });
         let draining = CancellationToken::new();
         let tasks = TaskTracker::new();

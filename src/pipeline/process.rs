@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use veltrix_queue::{Delivery, OutboundMessage};
 
-use crate::pipeline::Context;
+use crate::pipeline::{own_attributes, Context};
 use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Reason};
 
 /// Attribute added to forwarded messages and dead letters: the source message id.
@@ -63,10 +63,20 @@ pub async fn process(ctx: &Context, d: Delivery) -> Settled {
     settled
 }
 
-async fn process_inner(ctx: &Context, d: Delivery) -> Settled {
-    let plan = plan_for(ctx, &d);
+async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
+    own_attributes::rename_at_ingress(&mut d.attributes);
+    let mut plan = plan_for(ctx, &d);
     for &rule in &plan.matched {
         ctx.stats.rule_matched(rule);
+    }
+    if let Some(error) = run_transforms(ctx, &mut plan).await {
+        RetryScheduled {
+            message_id: d.id.clone(),
+            attempt: d.delivery_attempt,
+            error: error.clone(),
+        }
+        .emit();
+        return retry(ctx, d, None).await;
     }
     let step = run_forwards(ctx, &d, &plan).await;
     let step = match step {
@@ -88,6 +98,26 @@ async fn process_inner(ctx: &Context, d: Delivery) -> Settled {
     }
 }
 
+/// Runs the plan's pending transforms in the sandbox, all at once. Returns an error when the
+/// sandbox could not run them (the message is retried unchanged); a transform that failed or
+/// broke its budget has turned the plan into a dead letter.
+async fn run_transforms(ctx: &Context, plan: &mut Plan) -> Option<String> {
+    let pending = plan.pending_transforms();
+    if pending.is_empty() {
+        return None;
+    }
+    let Some(sandbox) = &ctx.sandbox else {
+        return Some("no transform sandbox is running".into());
+    };
+    let input = plan.transform_input.clone().unwrap_or_default();
+    let runs = pending.iter().map(|&id| {
+        let input = input.clone();
+        async move { (id, sandbox.run(id, input).await) }
+    });
+    let outputs = futures::future::join_all(runs).await;
+    plan.apply_transform_outputs(ctx.rules.rules(), outputs)
+}
+
 /// Publishes every forward; returns a step when a failure overrides the plan's disposition.
 async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> {
     if plan.forwards.is_empty() {
@@ -98,17 +128,19 @@ async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> 
         let body = match &f.body {
             ForwardBody::Original => d.body.clone(),
             ForwardBody::Transformed(bytes) => Bytes::from(bytes.clone()),
+            ForwardBody::Pending(_) => unreachable!("transforms ran before the forwards"),
         };
         let mut attributes = d.attributes.clone();
-        attributes.insert(ATTR_MESSAGE_ID.into(), d.id.clone());
-        attributes.insert(ATTR_RULE.into(), rule.name.clone());
-        attributes.insert(ATTR_ATTEMPT.into(), d.delivery_attempt.to_string());
+        attributes.insert(ATTR_MESSAGE_ID, d.id.clone());
+        attributes.insert(ATTR_RULE, rule.name.clone());
+        attributes.insert(ATTR_ATTEMPT, d.delivery_attempt.to_string());
         let message = OutboundMessage {
             body,
             attributes,
             ordering_key: d.ordering_key.clone(),
-            // FIFO targets derive it from veltrix.message_id and veltrix.rule.
-            dedup_id: None,
+            // Unique per message, rule and action: two forwards of one message to one FIFO
+            // queue are two messages, and a redelivery of the same forward is de-duplicated.
+            dedup_id: Some(format!("{}:{}:{}", d.id, rule.name, f.action)),
         };
         let target = &ctx.targets[f.target];
         async move { (rule.name.as_str(), target.name(), target.send(message).await) }
@@ -203,19 +235,19 @@ async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
 /// The dead letter: the original body unchanged, the original attributes plus `veltrix.*`.
 pub fn dead_letter_message(ctx: &Context, d: &Delivery, dl: &DeadLetter) -> OutboundMessage {
     let mut attributes = d.attributes.clone();
-    attributes.insert(ATTR_REASON.into(), dl.reason.to_string());
+    attributes.insert(ATTR_REASON, dl.reason.to_string());
     if let Some(rule) = &dl.rule {
-        attributes.insert(ATTR_RULE.into(), rule.clone());
+        attributes.insert(ATTR_RULE, rule.clone());
     }
-    attributes.insert(ATTR_ERROR.into(), truncate(&dl.error, MAX_ERROR_ATTRIBUTE_BYTES));
-    attributes.insert(ATTR_ATTEMPTS.into(), d.delivery_attempt.to_string());
+    attributes.insert(ATTR_ERROR, truncate(&dl.error, MAX_ERROR_ATTRIBUTE_BYTES));
+    attributes.insert(ATTR_ATTEMPTS, d.delivery_attempt.to_string());
     attributes.insert(
-        ATTR_SOURCE.into(),
+        ATTR_SOURCE,
         format!("{}:{}", ctx.source_info.kind, ctx.source_info.name),
     );
-    attributes.insert(ATTR_MESSAGE_ID.into(), d.id.clone());
+    attributes.insert(ATTR_MESSAGE_ID, d.id.clone());
     attributes.insert(
-        ATTR_FAILED_AT.into(),
+        ATTR_FAILED_AT,
         humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
     );
     OutboundMessage {

@@ -3,6 +3,12 @@
 use std::time::Duration;
 
 use crate::pipeline::backoff::RetryPolicy;
+use crate::sandbox::SandboxSettings;
+
+/// Default `max_body_bytes` (the SQS limit, 1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default `max_in_flight_bytes` (64 MiB).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
@@ -23,6 +29,12 @@ pub struct Settings {
     pub ack_linger: Duration,
     /// Extra wait to fill a publish batch (zero: publish as soon as a slot is free).
     pub publish_linger: Duration,
+    /// Longest body processed; larger ones are dead-lettered as `body_too_large` unparsed.
+    pub max_body_bytes: usize,
+    /// Body bytes held in flight at once; pollers wait while more are held.
+    pub max_in_flight_bytes: usize,
+    /// Where and with which budgets transforms run.
+    pub sandbox: SandboxSettings,
 }
 
 impl Default for Settings {
@@ -39,6 +51,9 @@ impl Default for Settings {
             max_lease: Duration::from_secs(3600),
             ack_linger: Duration::from_millis(10),
             publish_linger: Duration::ZERO,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            sandbox: SandboxSettings::default(),
         }
     }
 }

@@ -5,31 +5,40 @@
 //! - left where it is when it does not match `--filter` (an event pattern over the same
 //!   envelope rules see, so `{"attributes": {"veltrix.reason": ["transform_failed"]}}` works), or
 //!   when it was already replayed `--max-replays` times (`veltrix.replays`: no replay loops);
-//! - otherwise published to the destination with the `veltrix.*` attributes the worker added
-//!   removed, `veltrix.replays` counted up, its ordering key (FIFO group) kept, and a
-//!   deduplication id derived from the original message id; then acked on the dead-letter
-//!   side. Publish first, ack second: a crash in between leaves a duplicate, never a loss.
+//! - otherwise published to the destination with exactly the attributes the message arrived
+//!   with: the `veltrix.*` attributes the worker added removed, producer-set ones it kept as
+//!   `veltrix.upstream.*` given their names back ([`own_attributes`]), `veltrix.replays`
+//!   counted up, its ordering key (FIFO group) kept, and a deduplication id unique per original
+//!   message and replay; then acked on the dead-letter side. Publish first, ack second: a
+//!   crash in between leaves a duplicate, never a loss.
 //!
-//! `--rate` paces publishes, `--limit` stops after that many, `--dry-run` publishes and acks
-//! nothing. The run ends when the dead letters are exhausted (files) or a receive comes back
-//! empty or with only messages already seen (queues). Messages left in place are released at
-//! the end so they are visible again at once.
+//! Every dead letter held (the one being published, and those left in place until the end) is
+//! kept leased by the pipeline's lease keeper, so a slow `--rate` does not let them reappear
+//! and be read twice. `--rate` paces publishes, `--limit` stops after that many, `--dry-run`
+//! publishes and acks nothing. The run ends when the dead letters are exhausted (files) or a
+//! receive comes back empty or with only messages already seen (queues). Messages left in place
+//! are released at the end so they are visible again at once.
 
 pub mod file;
 pub mod open;
 
 use crate::observe::events::{LogEvent, ReleaseFailed, ReplayAckFailed};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use veltrix_queue::{AckToken, Attributes, Delivery, OutboundMessage, Publisher, QueueError, Received, Source};
 
+use crate::pipeline::lease::{LeaseGuard, LeaseKeeper};
+use crate::pipeline::own_attributes;
+use crate::pipeline::stats::Stats;
 use crate::rules::envelope;
 use crate::rules::pattern::PatternSet;
 
-/// Counts how often a message was replayed; the only `veltrix.*` attribute a replay keeps.
-pub const ATTR_REPLAYS: &str = "veltrix.replays";
+/// Counts how often a message was replayed; the one `veltrix.*` attribute a replay keeps.
+pub use crate::pipeline::own_attributes::ATTR_REPLAYS;
 
 /// The worker's original message id on a dead letter.
 pub const ATTR_MESSAGE_ID: &str = "veltrix.message_id";
@@ -37,8 +46,14 @@ pub const ATTR_MESSAGE_ID: &str = "veltrix.message_id";
 /// The dead-letter reason (shown in the report).
 pub const ATTR_REASON: &str = "veltrix.reason";
 
-/// Attributes with this prefix were added by the worker and are removed on replay.
-pub const OWN_ATTRIBUTE_PREFIX: &str = "veltrix.";
+/// Ack attempts per replayed dead letter before the failure is reported.
+pub const ACK_ATTEMPTS: u32 = 4;
+
+/// Delay before the first ack retry (doubles per attempt).
+pub const ACK_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Longest time a replay keeps one dead letter leased.
+pub const MAX_HOLD: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// Default `--max-replays`.
 pub const DEFAULT_MAX_REPLAYS: u32 = 3;
@@ -84,7 +99,7 @@ pub enum ReplayAction {
     SkippedFilter,
     /// Already replayed `--max-replays` times; left in place.
     SkippedMaxReplays,
-    /// Publishing failed; left in place.
+    /// Publishing failed, or the dead letter cannot be read; left in place.
     Failed,
 }
 
@@ -143,28 +158,24 @@ pub enum ReplayError {
 /// `veltrix.replays` of a dead letter (0 when absent or unreadable).
 pub fn replays_of(attributes: &Attributes) -> u32 {
     attributes
-        .get(ATTR_REPLAYS)
+        .get_str(ATTR_REPLAYS)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
 
-/// The message to publish for a dead letter: the original body and the user's attributes,
-/// `veltrix.replays` counted up, the ordering key kept, and a deduplication id (FIFO targets)
-/// unique per original message and replay.
+/// The message to publish for a dead letter: the original body and the attributes the message
+/// arrived with ([`own_attributes::restore_for_replay`]), `veltrix.replays` counted up, the
+/// ordering key kept, and a deduplication id (FIFO targets) unique per original message and
+/// replay, so two runs that publish the same dead letter publish it once.
 pub fn replay_message(d: &Delivery) -> OutboundMessage {
     let replays = replays_of(&d.attributes) + 1;
     let original_id = d
         .attributes
-        .get(ATTR_MESSAGE_ID)
-        .cloned()
+        .get_str(ATTR_MESSAGE_ID)
+        .map(str::to_string)
         .unwrap_or_else(|| d.id.clone());
-    let mut attributes: Attributes = d
-        .attributes
-        .iter()
-        .filter(|(k, _)| !k.starts_with(OWN_ATTRIBUTE_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    attributes.insert(ATTR_REPLAYS.into(), replays.to_string());
+    let mut attributes = own_attributes::restore_for_replay(&d.attributes);
+    attributes.insert(ATTR_REPLAYS, replays.to_string());
     OutboundMessage {
         body: d.body.clone(),
         attributes,
@@ -207,17 +218,54 @@ impl Pacer {
     }
 }
 
+/// Acks one replayed dead letter, retrying transient failures; its lease is kept meanwhile.
+async fn ack_replayed(from: &dyn Source, d: &Delivery) {
+    let mut delay = ACK_RETRY_DELAY;
+    for attempt in 1..=ACK_ATTEMPTS {
+        match from.ack(vec![d.token.clone()]).await {
+            Ok(()) => return,
+            Err(e) if e.error.is_transient() && attempt < ACK_ATTEMPTS => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                // Published but still on the dead-letter queue: it comes back and is replayed
+                // again (a duplicate, never a loss; FIFO destinations drop it by its
+                // deduplication id), and the replay count on the copy stops a loop.
+                ReplayAckFailed {
+                    id: d.id.clone(),
+                    error: e.to_string(),
+                }
+                .emit();
+                return;
+            }
+        }
+    }
+}
+
+/// A dead letter held by the replay, with its lease kept extended.
+struct HeldLetter {
+    token: AckToken,
+    _lease: LeaseGuard,
+}
+
 /// Replays dead letters from `from` to `to`, calling `report` for each one read.
 pub async fn replay(
-    from: &dyn Source,
+    from: Arc<dyn Source>,
     to: &dyn Publisher,
     options: &ReplayOptions,
     mut report: impl FnMut(&ReplayRecord),
 ) -> Result<ReplaySummary, ReplayError> {
     let info = from.info();
+    let stop_keeper = CancellationToken::new();
+    let (leases, keeper) = LeaseKeeper::spawn(from.clone(), MAX_HOLD, Arc::new(Stats::default()), stop_keeper.clone());
     let mut summary = ReplaySummary::default();
     let mut seen: HashSet<String> = HashSet::new();
-    let mut left_in_place: Vec<AckToken> = Vec::new();
+    let mut left_in_place: Vec<HeldLetter> = Vec::new();
+    let hold = |d: Delivery| HeldLetter {
+        _lease: leases.register(d.token.clone()),
+        token: d.token,
+    };
     let mut pacer = Pacer::new(options.rate_per_sec);
     let batch_max = from.limits().max_receive_batch.clamp(1, 100);
     let result = 'run: loop {
@@ -228,30 +276,44 @@ pub async fn replay(
         };
         // A dead letter seen before came back after its lease: it was left in place on purpose.
         let (fresh, again): (Vec<Delivery>, Vec<Delivery>) = batch.into_iter().partition(|d| seen.insert(d.id.clone()));
-        left_in_place.extend(again.into_iter().map(|d| d.token));
+        left_in_place.extend(again.into_iter().map(hold));
         if fresh.is_empty() {
             break Ok(());
         }
-        let mut rest = fresh.into_iter();
-        while let Some(d) = rest.next() {
+        let mut rest = fresh.into_iter().map(|d| {
+            let lease = leases.register(d.token.clone());
+            (d, lease)
+        });
+        while let Some((d, lease)) = rest.next() {
+            let held = HeldLetter {
+                token: d.token.clone(),
+                _lease: lease,
+            };
             if options
                 .limit
                 .is_some_and(|limit| summary.replayed + summary.would_replay >= limit)
             {
-                left_in_place.push(d.token);
-                left_in_place.extend(rest.map(|d| d.token));
+                left_in_place.push(held);
+                left_in_place.extend(rest.map(|(d, lease)| HeldLetter {
+                    token: d.token,
+                    _lease: lease,
+                }));
                 break 'run Ok(());
             }
             summary.read += 1;
             let replays = replays_of(&d.attributes);
             let mut record = ReplayRecord {
                 id: d.id.clone(),
-                reason: d.attributes.get(ATTR_REASON).cloned(),
+                reason: d.attributes.get_str(ATTR_REASON).map(str::to_string),
                 replays,
                 action: ReplayAction::Replayed,
                 error: None,
             };
-            if replays >= options.max_replays {
+            if let Some(why) = file::unreadable(&d) {
+                record.action = ReplayAction::Failed;
+                record.error = Some(format!("not a dead-letter record: {why}"));
+                summary.failed += 1;
+            } else if replays >= options.max_replays {
                 record.action = ReplayAction::SkippedMaxReplays;
                 summary.skipped_max_replays += 1;
             } else if options.filter.as_ref().is_some_and(|f| !matches_filter(f, &d, &info)) {
@@ -264,16 +326,7 @@ pub async fn replay(
                 pacer.wait().await;
                 match to.publish(vec![replay_message(&d)]).await.pop() {
                     Some(Ok(())) => {
-                        if let Err(e) = from.ack(vec![d.token.clone()]).await {
-                            // Published but still on the dead-letter queue: it comes back and
-                            // is replayed again (a duplicate, never a loss); the replay count
-                            // on the copy stops a loop.
-                            ReplayAckFailed {
-                                id: d.id.clone(),
-                                error: e.to_string(),
-                            }
-                            .emit();
-                        }
+                        ack_replayed(from.as_ref(), &d).await;
                         summary.replayed += 1;
                         report(&record);
                         continue;
@@ -290,12 +343,14 @@ pub async fn replay(
                     }
                 }
             }
-            left_in_place.push(d.token);
+            left_in_place.push(held);
             report(&record);
         }
     };
-    for token in left_in_place {
-        if let Err(e) = from.nack(token, Duration::ZERO).await {
+    stop_keeper.cancel();
+    let _ = keeper.await;
+    for held in left_in_place {
+        if let Err(e) = from.nack(held.token, Duration::ZERO).await {
             ReleaseFailed { error: e.to_string() }.emit();
         }
     }
@@ -312,7 +367,7 @@ mod tests {
         Delivery {
             id: "dl-1".into(),
             body: Bytes::from_static(b"{\"type\":\"order\"}"),
-            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            attributes: attrs.iter().copied().collect(),
             ordering_key: Some("group-7".into()),
             delivery_attempt: 1,
             published_at: None,
@@ -327,15 +382,19 @@ mod tests {
             ("veltrix.message_id", "m-42"),
             ("veltrix.error", "boom"),
             ("veltrix.replays", "1"),
+            ("veltrix.upstream.rule", "producer-set"),
             ("customer", "c-1"),
         ]);
         let m = replay_message(&d);
         assert_eq!(
             m.attributes,
-            [("customer", "c-1"), ("veltrix.replays", "2")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+            [
+                ("customer", "c-1"),
+                ("veltrix.replays", "2"),
+                ("veltrix.rule", "producer-set")
+            ]
+            .into_iter()
+            .collect()
         );
         assert_eq!(m.body, d.body);
         assert_eq!(m.ordering_key.as_deref(), Some("group-7"), "FIFO group kept");

@@ -6,7 +6,6 @@ use veltrix_pubsub::{Connection, PubSubSource, PubSubSourceOptions, PubSubTarget
 use veltrix_queue::{Publisher, QueueError, Source};
 use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 
-use super::file::DeadLetterFile;
 use crate::config::{Config, SourceConfig, TargetConfig, TargetKind};
 
 /// The destination `source` means the worker's own source.
@@ -32,6 +31,9 @@ pub enum OpenError {
     /// The destination cannot be written.
     #[error("{0}")]
     Unwritable(String),
+    /// The dead letters would be published back where they are read from.
+    #[error("{0}")]
+    SameQueue(String),
     /// Connecting failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -53,29 +55,74 @@ fn find<'a>(config: &'a Config, name: &str) -> Result<&'a TargetConfig, OpenErro
         })
 }
 
+fn dead_letter_target<'a>(config: &'a Config, from: Option<&str>) -> Result<&'a TargetConfig, OpenError> {
+    match from {
+        Some(name) => find(config, name),
+        None => Ok(&config.targets[config.dead_letter.ok_or(OpenError::NoDeadLetter)?]),
+    }
+}
+
+/// What a queue, topic or file is, to tell whether two names mean the same place.
+#[derive(Debug, PartialEq, Eq)]
+enum Place<'a> {
+    Queue(&'a str),
+    Topic(&'a str),
+    File(&'a std::path::Path),
+}
+
+fn target_place(kind: &TargetKind) -> Option<Place<'_>> {
+    match kind {
+        TargetKind::Sqs { queue_url, .. } => Some(Place::Queue(queue_url.trim_end_matches('/'))),
+        TargetKind::Pubsub { topic, .. } => Some(Place::Topic(topic)),
+        TargetKind::File { path } => Some(Place::File(path)),
+        TargetKind::Stdout | TargetKind::Http { .. } => None,
+    }
+}
+
+/// Refuses a replay that would publish dead letters to the place it reads them from (it would
+/// receive its own copies, hold them and count them as replayed again). Decided from the
+/// config: the dead-letter target, and the destination (`source` or a target).
+pub fn check_distinct(config: &Config, from: Option<&str>, to: &str) -> Result<(), OpenError> {
+    let read = target_place(&dead_letter_target(config, from)?.kind);
+    let written = if to == TO_SOURCE {
+        match &config.source {
+            SourceConfig::Sqs { queue_url, .. } => Some(Place::Queue(queue_url.trim_end_matches('/'))),
+            SourceConfig::File { path, .. } => Some(Place::File(path)),
+            // The subscription's topic is only known by asking the service; a dead-letter topic
+            // is never the topic of the subscription whose dead letters it holds.
+            SourceConfig::Pubsub { .. } => None,
+        }
+    } else {
+        target_place(&find(config, to)?.kind)
+    };
+    match (read, written) {
+        (Some(a), Some(b)) if a == b => Err(OpenError::SameQueue(format!(
+            "the dead letters would be replayed into {a:?}, which is where they are read from: pass --to with another target, or --from with the dead-letter target"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Opens the dead letters: target `from` (default: `pipeline.dead_letter`). A Pub/Sub topic
 /// cannot be read, so `subscription` names a subscription on it.
 pub async fn open_dead_letters(
     config: &Config,
     from: Option<&str>,
     subscription: Option<&str>,
-) -> Result<Box<dyn Source>, OpenError> {
-    let target = match from {
-        Some(name) => find(config, name)?,
-        None => &config.targets[config.dead_letter.ok_or(OpenError::NoDeadLetter)?],
-    };
+) -> Result<Arc<dyn Source>, OpenError> {
+    let target = dead_letter_target(config, from)?;
     if let Some(subscription) = subscription {
         let connect = match &target.kind {
             TargetKind::Pubsub { connect, .. } => connect.clone(),
             _ => Default::default(),
         };
-        return Ok(Box::new(open_subscription(&connect, subscription).await?));
+        return Ok(Arc::new(open_subscription(&connect, subscription).await?));
     }
     Ok(match &target.kind {
-        TargetKind::File { path } => Box::new(DeadLetterFile::open(path).await?),
+        TargetKind::File { path } => Arc::new(super::file::open(path).await?),
         TargetKind::Sqs { queue_url, connect } => {
             let client = veltrix_sqs::connect(connect, queue_url).await;
-            Box::new(
+            Arc::new(
                 SqsSource::open(
                     client,
                     SqsSourceOptions {

@@ -2,7 +2,7 @@
 //!
 //! ```json
 //! { "body": <the body parsed as JSON, or the raw string if it is not JSON>,
-//!   "attributes": { "<name>": "<value>" },
+//!   "attributes": { "<name>": "<value>" },   // binary values as base64
 //!   "source": { "kind": "sqs|pubsub|file|memory", "name": "<queue or subscription>" },
 //!   "delivery_attempt": 1 }
 //! ```
@@ -59,7 +59,7 @@ pub fn build_only(
     if fields.attributes {
         let attributes: Map<String, Value> = attributes
             .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .map(|(k, v)| (k.clone(), Value::String(v.text_form().into_owned())))
             .collect();
         envelope.insert("attributes".into(), Value::Object(attributes));
     }
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn envelope_has_the_documented_shape() {
         let mut attrs = Attributes::new();
-        attrs.insert("k".into(), "v".into());
+        attrs.insert("k", "v");
         let info = SourceInfo {
             kind: "file",
             name: "events.jsonl".into(),

@@ -3,8 +3,11 @@
 //!
 //! Evaluation: every rule whose pattern matches fires, in file order (fan-out); a rule with
 //! `final = true` stops evaluation after it. Then:
-//! 1. if a transform fails, the event is dead-lettered (`transform_failed`) and nothing is
-//!    forwarded, so a replay after the fix does not duplicate the other forwards;
+//! 1. transforms run (in the [`sandbox`](crate::sandbox): the plan lists them as pending and
+//!    [`Plan::complete_transforms`] takes their results); if one fails, the event is
+//!    dead-lettered (`transform_failed`, or `transform_budget_exceeded` when it broke its time,
+//!    size or memory budget) and nothing is forwarded, so a replay after the fix does not
+//!    duplicate the other forwards;
 //! 2. otherwise every `forward` is published; after that the message is dead-lettered if a
 //!    matched rule has a `dead_letter` action, else retried if one has `retry` (dead-lettered
 //!    with `retry_budget_exhausted` once the budget is spent), else acked;
@@ -73,6 +76,10 @@ pub struct RuleSet {
     /// Envelope fields some pattern looks at (the rest is not built for matching).
     matching_fields: envelope::Fields,
     rules: Vec<Rule>,
+    /// Every distinct transform, by the index plans and the sandbox use.
+    transforms: Vec<Arc<Transform>>,
+    /// Per rule, per action: the index of its transform in `transforms`.
+    transform_ids: Vec<Vec<Option<usize>>>,
     unmatched: Unmatched,
     default_max_attempts: u32,
 }
@@ -96,13 +103,59 @@ impl RuleSet {
             source: patterns.uses_field("source"),
             delivery_attempt: patterns.uses_field("delivery_attempt"),
         };
+        let mut transforms: Vec<Arc<Transform>> = Vec::new();
+        let transform_ids = rules
+            .iter()
+            .map(|rule| {
+                rule.actions
+                    .iter()
+                    .map(|action| match action {
+                        Action::Forward { transform: Some(t), .. } => {
+                            Some(match transforms.iter().position(|known| Arc::ptr_eq(known, t)) {
+                                Some(i) => i,
+                                None => {
+                                    transforms.push(t.clone());
+                                    transforms.len() - 1
+                                }
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
         Self {
             patterns,
             matching_fields,
             rules,
+            transforms,
+            transform_ids,
             unmatched,
             default_max_attempts,
         }
+    }
+
+    /// Every distinct transform, by index (what [`ForwardBody::Pending`] refers to).
+    pub fn transforms(&self) -> &[Arc<Transform>] {
+        &self.transforms
+    }
+
+    /// The source text of every transform, by index (what the sandbox compiles).
+    pub fn transform_sources(&self) -> Vec<String> {
+        self.transforms.iter().map(|t| t.source().to_string()).collect()
+    }
+
+    /// Runs the pending transforms of `plan` with `runner` (the sandbox, or in process).
+    /// Returns an error when they could not run at all (retry later).
+    pub fn run_transforms(&self, plan: &mut Plan, runner: &dyn crate::sandbox::RunTransforms) -> Option<String> {
+        let input = plan.transform_input.clone().unwrap_or_default();
+        plan.complete_transforms(&self.rules, |id| runner.run_transform(id, &input))
+    }
+
+    /// Runs the pending transforms of `plan` in this process, without budgets (tests, trusted
+    /// tools; the worker uses the sandbox).
+    pub fn run_transforms_in_process(&self, plan: &mut Plan) {
+        let _ = self.run_transforms(plan, &crate::sandbox::InProcess(self));
     }
 
     /// The rules, in file order.
@@ -209,6 +262,7 @@ impl RuleSet {
                 forwards: Vec::new(),
                 disposition,
                 max_attempts,
+                transform_input: None,
             };
         }
         let mut forwards = Vec::new();
@@ -216,29 +270,16 @@ impl RuleSet {
         let mut retry = None;
         for &rule_index in &matched {
             let rule = &self.rules[rule_index];
-            for action in &rule.actions {
+            for (action_index, action) in rule.actions.iter().enumerate() {
                 match action {
                     Action::Forward { target, transform } => {
-                        let body = match transform {
-                            None => ForwardBody::Original,
-                            Some(t) => match t.run(envelope) {
-                                Ok(v) => ForwardBody::Transformed(
-                                    serde_json::to_vec(&v).expect("a JSON value always serializes"),
-                                ),
-                                Err(e) => {
-                                    let mut plan = Plan::dead_letter(
-                                        Reason::TransformFailed,
-                                        Some(rule.name.clone()),
-                                        e.to_string(),
-                                        max_attempts,
-                                    );
-                                    plan.matched = matched;
-                                    return plan;
-                                }
-                            },
+                        let body = match (transform, self.transform_ids[rule_index][action_index]) {
+                            (Some(_), Some(id)) => ForwardBody::Pending(id),
+                            _ => ForwardBody::Original,
                         };
                         forwards.push(Forward {
                             rule: rule_index,
+                            action: action_index,
                             target: *target,
                             body,
                         });
@@ -270,11 +311,16 @@ impl RuleSet {
             (None, Some(rule)) => Disposition::Retry { rule },
             (None, None) => Disposition::Ack,
         };
+        let transform_input = forwards
+            .iter()
+            .any(|f| matches!(f.body, ForwardBody::Pending(_)))
+            .then(|| serde_json::to_vec(envelope).expect("a JSON value always serializes"));
         Plan {
             matched,
             forwards,
             disposition,
             max_attempts,
+            transform_input,
         }
     }
 }
@@ -394,7 +440,9 @@ mod tests {
             ],
             Unmatched::Ack,
         );
-        let plan = rs.plan(&event(json!({"t": "x", "n": "str"})), 1);
+        let mut plan = rs.plan(&event(json!({"t": "x", "n": "str"})), 1);
+        assert_eq!(plan.pending_transforms(), vec![0]);
+        rs.run_transforms_in_process(&mut plan);
         assert!(plan.forwards.is_empty());
         match plan.disposition {
             Disposition::DeadLetter(d) => {
@@ -421,7 +469,7 @@ mod tests {
             Unmatched::Ack,
         );
         let mut attrs = Attributes::new();
-        attrs.insert("tenant".into(), "acme".into());
+        attrs.insert("tenant", "acme");
         let sqs = SourceInfo {
             kind: "sqs",
             name: "q".into(),

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::sandbox::RunError;
+
 /// Why a message is dead-lettered; written to `veltrix.reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
@@ -13,6 +15,8 @@ pub enum Reason {
     Rule(String),
     /// A transform failed for this event.
     TransformFailed,
+    /// A transform broke its time, output-size or memory budget on this event.
+    TransformBudgetExceeded,
     /// The body is not UTF-8.
     UndecodableBody,
     /// Every attempt of the retry budget failed.
@@ -27,6 +31,7 @@ impl fmt::Display for Reason {
             Reason::Unmatched => "unmatched",
             Reason::Rule(reason) => reason,
             Reason::TransformFailed => "transform_failed",
+            Reason::TransformBudgetExceeded => "transform_budget_exceeded",
             Reason::UndecodableBody => "undecodable_body",
             Reason::RetryBudgetExhausted => "retry_budget_exhausted",
             Reason::TargetRejected => "target_rejected",
@@ -52,6 +57,8 @@ pub enum ForwardBody {
     Original,
     /// The transform's output, serialized.
     Transformed(Vec<u8>),
+    /// The output of transform `n` (an index into the rule set's transforms), not run yet.
+    Pending(usize),
 }
 
 /// One publish to a target.
@@ -59,6 +66,8 @@ pub enum ForwardBody {
 pub struct Forward {
     /// Index of the rule in file order.
     pub rule: usize,
+    /// Index of the action within its rule.
+    pub action: usize,
     /// Index of the target.
     pub target: usize,
     /// What to send.
@@ -119,6 +128,8 @@ pub struct Plan {
     pub disposition: Disposition,
     /// Attempts allowed before transient failures dead-letter the message.
     pub max_attempts: u32,
+    /// The envelope, as JSON, that pending transforms read (set when a forward is pending).
+    pub transform_input: Option<Vec<u8>>,
 }
 
 impl Plan {
@@ -129,7 +140,78 @@ impl Plan {
             forwards: Vec::new(),
             disposition: Disposition::DeadLetter(DeadLetter { reason, rule, error }),
             max_attempts,
+            transform_input: None,
         }
+    }
+
+    /// Transforms still to run, each once, in forward order.
+    pub fn pending_transforms(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for f in &self.forwards {
+            if let ForwardBody::Pending(id) = f.body {
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes the output of every pending transform from `result`. When one failed, the plan
+    /// becomes a dead letter of the first failing forward's rule and nothing is forwarded.
+    /// Returns the error of a transform that could not run at all ([`RunError::Unavailable`]):
+    /// the message is then retried later, unchanged.
+    pub fn complete_transforms(
+        &mut self,
+        rules: &[crate::rules::Rule],
+        mut result: impl FnMut(usize) -> Result<Vec<u8>, RunError>,
+    ) -> Option<String> {
+        let mut outputs: Vec<(usize, Result<Vec<u8>, RunError>)> = Vec::new();
+        for id in self.pending_transforms() {
+            outputs.push((id, result(id)));
+        }
+        self.apply_transform_outputs(rules, outputs)
+    }
+
+    /// Like [`Plan::complete_transforms`], with the outputs already at hand.
+    pub fn apply_transform_outputs(
+        &mut self,
+        rules: &[crate::rules::Rule],
+        outputs: Vec<(usize, Result<Vec<u8>, RunError>)>,
+    ) -> Option<String> {
+        let output = |id: usize| outputs.iter().find(|(i, _)| *i == id).map(|(_, r)| r);
+        let mut failure = None;
+        for f in &self.forwards {
+            let ForwardBody::Pending(id) = f.body else { continue };
+            let (reason, error) = match output(id) {
+                Some(Ok(_)) => continue,
+                Some(Err(RunError::Unavailable(e))) => return Some(e.clone()),
+                Some(Err(RunError::Failed(e))) => (Reason::TransformFailed, e.clone()),
+                Some(Err(RunError::OverBudget(e))) => (Reason::TransformBudgetExceeded, e.clone()),
+                None => (Reason::TransformFailed, "the transform was not run".to_string()),
+            };
+            failure = Some(DeadLetter {
+                reason,
+                rule: Some(rules[f.rule].name.clone()),
+                error,
+            });
+            break;
+        }
+        if let Some(dl) = failure {
+            self.forwards.clear();
+            self.disposition = Disposition::DeadLetter(dl);
+            self.transform_input = None;
+            return None;
+        }
+        for f in &mut self.forwards {
+            if let ForwardBody::Pending(id) = f.body {
+                if let Some(Ok(bytes)) = output(id) {
+                    f.body = ForwardBody::Transformed(bytes.clone());
+                }
+            }
+        }
+        self.transform_input = None;
+        None
     }
 
     /// The summary word.

@@ -3,7 +3,6 @@
 
 pub mod localstack;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +68,16 @@ pub fn settings() -> Settings {
             max_backoff: Duration::from_secs(60),
         },
         drain_timeout: Duration::from_secs(10),
+        sandbox: sandbox_settings(),
         ..Settings::default()
+    }
+}
+
+/// Sandbox settings that start the veltrix binary built with the tests (not the test binary).
+pub fn sandbox_settings() -> veltrix::sandbox::SandboxSettings {
+    veltrix::sandbox::SandboxSettings {
+        program: env!("CARGO_BIN_EXE_veltrix").into(),
+        ..Default::default()
     }
 }
 
@@ -84,10 +92,7 @@ pub fn worker(source: &MemoryQueue, rules: Arc<RuleSet>, targets: &Targets, sett
 pub fn body_with(attrs: &[(&str, &str)], body: &str) -> OutboundMessage {
     OutboundMessage {
         body: body.to_string().into(),
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
+        attributes: attrs.iter().copied().collect(),
         ..Default::default()
     }
 }

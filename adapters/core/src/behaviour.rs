@@ -85,8 +85,8 @@ pub async fn publish_then_receive_keeps_body_and_attributes(b: &dyn Backend) {
     assert_eq!(got.len(), 1, "the published message is received");
     let d = &got[0];
     assert_eq!(d.body, Bytes::from("{\"n\": 1}"));
-    assert_eq!(d.attributes.get("tenant").map(String::as_str), Some("acme"));
-    assert_eq!(d.attributes.get("kind").map(String::as_str), Some("order"));
+    assert_eq!(d.attributes.get_str("tenant"), Some("acme"));
+    assert_eq!(d.attributes.get_str("kind"), Some("order"));
     assert_eq!(d.delivery_attempt, 1);
     assert!(!d.id.is_empty());
     q.source.ack(vec![d.token.clone()]).await.expect("ack succeeds");

@@ -1,15 +1,13 @@
 //! Message types shared by every backend.
 
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-/// Message attributes: string keys to string values, ordered for stable output.
-pub type Attributes = BTreeMap<String, String>;
+use crate::attributes::Attributes;
 
 /// An opaque handle a source gives out with each delivery and takes back in `ack`, `nack` and
 /// `extend`. Each provider stores its own type inside (an SQS receipt handle, a Pub/Sub ack id).

@@ -3,11 +3,16 @@
 //! The source reads lines into an in-process [`MemoryQueue`], so retries, delays and leases
 //! behave exactly as on a queue; it returns [`Received::Exhausted`] once the input has ended and
 //! every line was settled (acked or dead-lettered). Reading is paced: at most
-//! [`READ_AHEAD_LINES`] lines are buffered, so a huge file or an endless stdin uses bounded memory.
+//! [`READ_AHEAD_LINES`] lines are buffered, and a line longer than the source's
+//! `max_line_bytes` is cut there (the pipeline then dead-letters it as too large), so a huge
+//! file or an endless stdin uses bounded memory.
 //!
-//! Targets write one JSON object per message, `{"body": …, "attributes": {…}}`, where `body` is
-//! the parsed JSON when the body is JSON and a string otherwise. A write counts as done once it is
-//! flushed to the operating system.
+//! Each line is either one event body ([`LineFormat::Body`]) or a [`record`] as file targets
+//! write it ([`LineFormat::Record`]), so a file target's output or a dead-letter file can be
+//! read back exactly, attributes included.
+//!
+//! Targets write one [`record`] per message; a write counts as done once it is flushed to the
+//! operating system.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,15 +20,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
 use crate::memory::{MemoryQueue, MemoryQueueConfig};
-use crate::{
-    AckFailure, AckToken, Attributes, OutboundMessage, Publisher, QueueError, Received, Source, SourceInfo,
-    SourceLimits,
-};
+use crate::record;
+use crate::{AckFailure, AckToken, OutboundMessage, Publisher, QueueError, Received, Source, SourceInfo, SourceLimits};
 
 /// Most unsettled lines held in memory before reading pauses.
 pub const READ_AHEAD_LINES: usize = 4096;
@@ -31,8 +33,46 @@ pub const READ_AHEAD_LINES: usize = 4096;
 pub const MAX_WRITE_BATCH: usize = 512;
 /// Attribute carrying the 1-based line number of a file event.
 pub const LINE_ATTRIBUTE: &str = "file.line";
+/// Attribute set on a line cut at `max_line_bytes`: the line's full length in bytes.
+pub const LINE_BYTES_ATTRIBUTE: &str = "file.line_bytes";
+/// Attribute set on a `record` line that is not a record: why.
+pub const RECORD_ERROR_ATTRIBUTE: &str = "file.record_error";
+/// Default longest line kept whole (1 MiB, the SQS message limit).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 
-/// Reads one event body per line from a file, or from stdin when the path is `-`.
+/// What one line of a source file is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LineFormat {
+    /// The line is one event body.
+    #[default]
+    Body,
+    /// The line is a [`record`] written by a file target (body, attributes, ordering key).
+    Record,
+}
+
+/// How a file source reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSourceOptions {
+    /// Lease of an unsettled line before it is handed out again.
+    pub visibility_timeout: Duration,
+    /// What a line is.
+    pub format: LineFormat,
+    /// Longer lines are cut to this many bytes plus one (and marked with
+    /// [`LINE_BYTES_ATTRIBUTE`]) so the pipeline can dead-letter them as too large.
+    pub max_line_bytes: usize,
+}
+
+impl Default for FileSourceOptions {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            format: LineFormat::Body,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+/// Reads one event per line from a file, or from stdin when the path is `-`.
 pub struct FileSource {
     name: String,
     queue: MemoryQueue,
@@ -42,9 +82,7 @@ pub struct FileSource {
 
 impl FileSource {
     /// Opens `path` (`-` = stdin) and starts reading it in the background.
-    ///
-    /// `visibility_timeout` is the lease of an unsettled line before it is handed out again.
-    pub async fn open(path: &Path, visibility_timeout: Duration) -> Result<Self, QueueError> {
+    pub async fn open(path: &Path, options: FileSourceOptions) -> Result<Self, QueueError> {
         let name = path.display().to_string();
         let input: Box<dyn AsyncRead + Send + Unpin> = if name == "-" {
             Box::new(tokio::io::stdin())
@@ -56,16 +94,16 @@ impl FileSource {
             })?;
             Box::new(file)
         };
-        Ok(Self::from_reader(name, input, visibility_timeout))
+        Ok(Self::from_reader(name, input, options))
     }
 
     /// Reads lines from any reader (used for stdin and in tests).
-    pub fn from_reader(name: String, input: Box<dyn AsyncRead + Send + Unpin>, visibility_timeout: Duration) -> Self {
+    pub fn from_reader(name: String, input: Box<dyn AsyncRead + Send + Unpin>, options: FileSourceOptions) -> Self {
         let mut config = MemoryQueueConfig::named(name.clone());
-        config.visibility_timeout = visibility_timeout;
+        config.visibility_timeout = options.visibility_timeout;
         let queue = MemoryQueue::new(config);
         let read_error = Arc::new(std::sync::Mutex::new(None));
-        let reader = tokio::spawn(read_lines(input, queue.clone(), read_error.clone()));
+        let reader = tokio::spawn(read_lines(input, queue.clone(), options, read_error.clone()));
         Self {
             name,
             queue,
@@ -81,9 +119,45 @@ impl Drop for FileSource {
     }
 }
 
+/// Reads one line into `buf`, keeping at most `max + 1` bytes of it; returns how many bytes
+/// the line had, its newline not counted (`None` at the end of the input).
+async fn read_bounded_line(
+    lines: &mut BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    let mut total = 0;
+    let mut any = false;
+    loop {
+        let available = lines.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(any.then_some(total));
+        }
+        any = true;
+        let (content, used) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        let room = (max + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&content[..content.len().min(room)]);
+        total += content.len();
+        match used {
+            Some(n) => {
+                lines.consume(n);
+                return Ok(Some(total));
+            }
+            None => {
+                let n = content.len();
+                lines.consume(n);
+            }
+        }
+    }
+}
+
 async fn read_lines(
     input: Box<dyn AsyncRead + Send + Unpin>,
     queue: MemoryQueue,
+    options: FileSourceOptions,
     read_error: Arc<std::sync::Mutex<Option<String>>>,
 ) {
     let mut lines = BufReader::new(input);
@@ -92,21 +166,17 @@ async fn read_lines(
     loop {
         queue.wait_until_len_below(READ_AHEAD_LINES).await;
         buf.clear();
-        match lines.read_until(b'\n', &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {
+        match read_bounded_line(&mut lines, &mut buf, options.max_line_bytes).await {
+            Ok(None) => break,
+            Ok(Some(full_len)) => {
                 line_no += 1;
                 let line = trim_line_end(&buf);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let mut attributes = Attributes::new();
-                attributes.insert(LINE_ATTRIBUTE.to_string(), line_no.to_string());
-                queue.push(OutboundMessage {
-                    body: Bytes::copy_from_slice(line),
-                    attributes,
-                    ..Default::default()
-                });
+                // Bytes past `max + 1` were skipped: say how long the line was.
+                let cut = (buf.len() < full_len).then_some(full_len);
+                queue.push(line_message(line, line_no, cut, options.format));
             }
             Err(e) => {
                 *read_error.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -116,6 +186,40 @@ async fn read_lines(
         }
     }
     queue.close();
+}
+
+/// The message a line stands for. A body line gets its line number as [`LINE_ATTRIBUTE`]; a
+/// record line becomes exactly the message it records, and one that is not a record stays a
+/// bare body marked with [`RECORD_ERROR_ATTRIBUTE`] and its line number, so it is dead-lettered
+/// with the reason instead of disappearing.
+fn line_message(line: &[u8], line_no: u64, cut_from: Option<usize>, format: LineFormat) -> OutboundMessage {
+    let mut message = OutboundMessage {
+        body: Bytes::copy_from_slice(line),
+        ..Default::default()
+    };
+    let record_error = match (format, cut_from) {
+        (LineFormat::Body, _) => None,
+        (LineFormat::Record, Some(len)) => Some(format!(
+            "a line of {len} bytes is longer than the source reads whole; not read as a record"
+        )),
+        (LineFormat::Record, None) => match record::parse(line) {
+            Ok(r) => {
+                message.body = r.body;
+                message.attributes = r.attributes;
+                message.ordering_key = r.ordering_key;
+                return message;
+            }
+            Err(e) => Some(e.to_string()),
+        },
+    };
+    message.attributes.insert(LINE_ATTRIBUTE, line_no.to_string());
+    if let Some(error) = record_error {
+        message.attributes.insert(RECORD_ERROR_ATTRIBUTE, error);
+    }
+    if let Some(len) = cut_from {
+        message.attributes.insert(LINE_BYTES_ATTRIBUTE, len.to_string());
+    }
+    message
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
@@ -169,21 +273,6 @@ impl Source for FileSource {
     }
 }
 
-/// Renders a message as one JSON line: `{"body": …, "attributes": {…}}`.
-pub fn render_json_line(message: &OutboundMessage) -> Vec<u8> {
-    let body = match serde_json::from_slice::<Value>(&message.body) {
-        Ok(v) => v,
-        Err(_) => Value::String(String::from_utf8_lossy(&message.body).into_owned()),
-    };
-    let mut line = json!({ "body": body, "attributes": message.attributes });
-    if let Some(key) = &message.ordering_key {
-        line["ordering_key"] = Value::String(key.clone());
-    }
-    let mut out = serde_json::to_vec(&line).expect("a JSON value always serializes");
-    out.push(b'\n');
-    out
-}
-
 /// Appends JSON lines to a writer; shared by the file and stdout targets.
 struct LineWriter<W> {
     description: String,
@@ -194,7 +283,7 @@ impl<W: AsyncWrite + Send + Unpin> LineWriter<W> {
     async fn write(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
         let mut buf = Vec::new();
         for m in &batch {
-            buf.extend_from_slice(&render_json_line(m));
+            buf.extend_from_slice(&record::render(m));
         }
         let mut w = self.writer.lock().await;
         let result = match w.write_all(&buf).await {
@@ -286,6 +375,8 @@ impl Publisher for StdoutTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Attributes;
+    use serde_json::{json, Value};
 
     async fn drain(source: &FileSource) -> Vec<String> {
         let mut out = Vec::new();
@@ -308,7 +399,7 @@ mod tests {
         let source = FileSource::from_reader(
             "mem".into(),
             Box::new(std::io::Cursor::new(input)),
-            Duration::from_secs(30),
+            FileSourceOptions::default(),
         );
         assert_eq!(drain(&source).await, vec!["{\"a\":1}", "not json", "{\"b\":2}"]);
     }
@@ -318,7 +409,7 @@ mod tests {
         let source = FileSource::from_reader(
             "mem".into(),
             Box::new(std::io::Cursor::new(b"x\n".to_vec())),
-            Duration::from_secs(30),
+            FileSourceOptions::default(),
         );
         let Received::Messages(batch) = source.receive(10, Duration::from_secs(1)).await.unwrap() else {
             panic!("expected the line")
@@ -336,7 +427,7 @@ mod tests {
         let source = FileSource::from_reader(
             "big".into(),
             Box::new(std::io::Cursor::new(input)),
-            Duration::from_secs(30),
+            FileSourceOptions::default(),
         );
         tokio::time::timeout(Duration::from_secs(10), async {
             while source.queue.len() < READ_AHEAD_LINES {
@@ -357,13 +448,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn record_lines_become_the_messages_they_record_and_long_lines_are_cut() {
+        let input =
+            b"{\"body\": {\"a\": 1}, \"attributes\": {\"k\": \"v\"}, \"ordering_key\": \"g\"}\nnot a record\n".to_vec();
+        let source = FileSource::from_reader(
+            "rec".into(),
+            Box::new(std::io::Cursor::new(input)),
+            FileSourceOptions {
+                format: LineFormat::Record,
+                ..FileSourceOptions::default()
+            },
+        );
+        let Received::Messages(batch) = source.receive(10, Duration::from_secs(1)).await.unwrap() else {
+            panic!("expected lines")
+        };
+        assert_eq!(&batch[0].body[..], b"{\"a\": 1}");
+        assert_eq!(batch[0].attributes["k"], "v");
+        assert_eq!(batch[0].ordering_key.as_deref(), Some("g"));
+        assert_eq!(&batch[1].body[..], b"not a record");
+        assert!(batch[1].attributes.contains_key(RECORD_ERROR_ATTRIBUTE));
+
+        let mut input = vec![b'x'; 100];
+        input.extend_from_slice(b"\nshort\n");
+        let source = FileSource::from_reader(
+            "long".into(),
+            Box::new(std::io::Cursor::new(input)),
+            FileSourceOptions {
+                max_line_bytes: 10,
+                ..FileSourceOptions::default()
+            },
+        );
+        let Received::Messages(batch) = source.receive(10, Duration::from_secs(1)).await.unwrap() else {
+            panic!("expected lines")
+        };
+        assert_eq!(batch[0].body.len(), 11, "cut one byte past the limit");
+        assert_eq!(batch[0].attributes[LINE_BYTES_ATTRIBUTE], "100");
+        assert_eq!(&batch[1].body[..], b"short");
+        assert!(!batch[1].attributes.contains_key(LINE_BYTES_ATTRIBUTE));
+    }
+
+    #[tokio::test]
     async fn file_target_appends_json_lines_with_attributes() {
         let dir = std::env::temp_dir().join(format!("veltrix-ft-{}", std::process::id()));
         let path = dir.join("out.jsonl");
         let _ = std::fs::remove_file(&path);
         let target = FileTarget::open(&path).await.unwrap();
         let mut attributes = Attributes::new();
-        attributes.insert("k".into(), "v".into());
+        attributes.insert("k", "v");
         let results = target
             .publish(vec![
                 OutboundMessage {
@@ -382,6 +513,7 @@ mod tests {
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0], json!({"body": {"x": 1}, "attributes": {"k": "v"}}));
         assert_eq!(lines[1], json!({"body": "plain", "attributes": {}}));
+        assert_eq!(text.lines().next(), Some(r#"{"body":{"x":1},"attributes":{"k":"v"}}"#));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

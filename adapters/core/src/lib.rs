@@ -19,14 +19,18 @@
 //!
 //! Provider crates (SQS, Pub/Sub) live next to this one and implement the same traits.
 
+pub mod attributes;
 pub mod behaviour;
 pub mod delivery;
 pub mod error;
 pub mod file;
 pub mod logging;
 pub mod memory;
+pub mod packing;
+pub mod record;
 pub mod traits;
 
-pub use delivery::{AckToken, Attributes, Delivery, OutboundMessage};
+pub use attributes::{AttributeValue, Attributes};
+pub use delivery::{AckToken, Delivery, OutboundMessage};
 pub use error::{ErrorClass, QueueError};
 pub use traits::{AckFailure, Publisher, Received, Source, SourceInfo, SourceLimits};

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use veltrix_queue::{
-    AckFailure, AckToken, Attributes, Delivery, QueueError, Received, Source, SourceInfo, SourceLimits,
+    packing, AckFailure, AckToken, Attributes, Delivery, QueueError, Received, Source, SourceInfo, SourceLimits,
 };
 
 use crate::client::Connection;
@@ -226,11 +226,14 @@ impl PubSubSource {
                 release_at: None,
             },
         );
+        let mut attributes = m.attributes.into_iter().collect::<Attributes>();
+        let mut body = m.data;
+        packing::unpack(&mut attributes, &mut body);
         Delivery {
             published_at: m.publish_time.and_then(|t| SystemTime::try_from(t).ok()),
             id: m.message_id,
-            body: m.data,
-            attributes: m.attributes.into_iter().collect::<Attributes>(),
+            body,
+            attributes,
             ordering_key: (!m.ordering_key.is_empty()).then_some(m.ordering_key),
             delivery_attempt: attempt,
             token: AckToken::new(id),

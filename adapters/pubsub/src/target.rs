@@ -3,8 +3,9 @@
 //!
 //! Messages are checked against the service's limits first, so a message the service would
 //! reject is a permanent error (it goes to the dead-letter target) and not a retry loop.
-//! Attribute values veltrix writes itself (`veltrix.*`, e.g. a long dead-letter reason) are
-//! shortened to fit, so a dead letter can always be written.
+//! Attributes Pub/Sub cannot carry as its own (SQS `Number` and `Binary` types, values over
+//! 1 KiB, keys it reserves) travel packed in `veltrix.attributes`, which the Pub/Sub source
+//! unpacks, so nothing is lost on the way.
 
 use crate::events::{LogEvent, TopicUnreadable};
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use google_cloud_pubsub::client::Publisher as GooglePublisher;
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message;
-use veltrix_queue::{OutboundMessage, Publisher, QueueError};
+use veltrix_queue::{packing, AttributeValue, OutboundMessage, Publisher, QueueError};
 
 use crate::client::Connection;
 use crate::errors::{classify, Operation};
@@ -21,12 +22,6 @@ use crate::limits::{
     MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_MESSAGE_BYTES, MAX_ORDERING_KEY_BYTES,
     MAX_PUBLISH_BATCH,
 };
-
-/// Attributes veltrix writes; their values are shortened rather than rejected.
-const OWN_ATTRIBUTE_PREFIX: &str = "veltrix.";
-
-/// Marks a shortened attribute value.
-const ELLIPSIS: &str = "…";
 
 /// A Pub/Sub topic as a veltrix [`Publisher`].
 pub struct PubSubTarget {
@@ -63,35 +58,37 @@ impl PubSubTarget {
     }
 }
 
-/// Builds the Pub/Sub message, or says which limit it breaks.
+/// Attribute key prefix the service reserves for itself.
+const RESERVED_KEY_PREFIX: &str = "goog";
+
+/// Whether Pub/Sub carries this attribute as one of its own (plain strings within its limits).
+fn native_ok(key: &str, value: &AttributeValue) -> bool {
+    value.is_plain_string()
+        && !key.is_empty()
+        && key.len() <= MAX_ATTRIBUTE_KEY_BYTES
+        && !key.starts_with(RESERVED_KEY_PREFIX)
+        && value.value_len() <= MAX_ATTRIBUTE_VALUE_BYTES
+}
+
+/// Builds the Pub/Sub message, or says which limit it breaks. Attributes Pub/Sub cannot carry
+/// itself (typed SQS values, long values, reserved or long keys, more than 100) are packed
+/// into `veltrix.attributes` ([`packing`]), which every veltrix source unpacks.
 pub fn to_message(m: OutboundMessage) -> Result<Message, QueueError> {
-    if m.attributes.len() > MAX_ATTRIBUTES {
+    let carried = packing::carry(&m.attributes, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_BYTES, native_ok);
+    if carried.native.len() + carried.packed.len() > MAX_ATTRIBUTES {
         return Err(QueueError::permanent(format!(
-            "message has {} attributes; Pub/Sub allows {MAX_ATTRIBUTES}",
-            m.attributes.len()
+            "message attributes need {} Pub/Sub attributes even packed; Pub/Sub allows {MAX_ATTRIBUTES}",
+            carried.native.len() + carried.packed.len()
         )));
     }
     let mut size = m.body.len();
-    let mut attributes = HashMap::with_capacity(m.attributes.len());
-    for (key, mut value) in m.attributes {
-        if key.len() > MAX_ATTRIBUTE_KEY_BYTES {
-            return Err(QueueError::permanent(format!(
-                "attribute key `{}…` is {} bytes; Pub/Sub allows {MAX_ATTRIBUTE_KEY_BYTES}",
-                truncate(&key, 40),
-                key.len()
-            )));
-        }
-        if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
-            if !key.starts_with(OWN_ATTRIBUTE_PREFIX) {
-                return Err(QueueError::permanent(format!(
-                    "attribute `{key}` is {} bytes; Pub/Sub allows {MAX_ATTRIBUTE_VALUE_BYTES} per value",
-                    value.len()
-                )));
-            }
-            let keep = truncate(&value, MAX_ATTRIBUTE_VALUE_BYTES - ELLIPSIS.len()).len();
-            value.truncate(keep);
-            value.push_str(ELLIPSIS);
-        }
+    let mut attributes = HashMap::with_capacity(carried.native.len() + carried.packed.len());
+    for (key, value) in carried.native {
+        let text = value.as_str().expect("native attributes are plain strings").to_string();
+        size += key.len() + text.len();
+        attributes.insert(key.clone(), text);
+    }
+    for (key, value) in carried.packed {
         size += key.len() + value.len();
         attributes.insert(key, value);
     }
@@ -112,15 +109,6 @@ pub fn to_message(m: OutboundMessage) -> Result<Message, QueueError> {
         )));
     }
     Ok(message)
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[async_trait]
@@ -168,6 +156,7 @@ impl Publisher for PubSubTarget {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use veltrix_queue::Attributes;
 
     fn message(attrs: &[(&str, String)]) -> OutboundMessage {
         OutboundMessage {
@@ -178,20 +167,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn own_long_attribute_values_are_shortened_on_a_char_boundary() {
-        let reason = "é".repeat(2000);
-        let m = to_message(message(&[("veltrix.reason", reason)])).expect("fits after shortening");
-        let v = &m.attributes["veltrix.reason"];
-        assert!(v.len() <= MAX_ATTRIBUTE_VALUE_BYTES, "{}", v.len());
-        assert!(v.ends_with(ELLIPSIS));
+    fn carried_back(m: &Message) -> Attributes {
+        let mut a: Attributes = m.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut body = m.data.clone();
+        packing::unpack(&mut a, &mut body);
+        a
     }
 
     #[test]
-    fn user_attribute_values_over_the_limit_are_permanent_errors() {
-        let e = to_message(message(&[("customer", "x".repeat(1025))])).unwrap_err();
-        assert!(!e.is_transient());
-        assert!(e.message.contains("customer"), "{}", e.message);
+    fn long_values_typed_values_and_reserved_keys_travel_packed() {
+        let mut original = message(&[
+            ("veltrix.error", "é".repeat(2000)),
+            ("customer", "x".repeat(1025)),
+            ("googthing", "v".into()),
+            ("plain", "p".into()),
+        ]);
+        original
+            .attributes
+            .insert("n", AttributeValue::typed_text("Number", "12"));
+        original
+            .attributes
+            .insert("b", AttributeValue::binary("Binary", Bytes::from_static(&[0, 1])));
+        let expected = original.attributes.clone();
+        let m = to_message(original).expect("fits packed");
+        assert!(m.attributes.values().all(|v| v.len() <= MAX_ATTRIBUTE_VALUE_BYTES));
+        assert_eq!(m.attributes["plain"], "p");
+        assert!(!m.attributes.contains_key("googthing"));
+        assert_eq!(carried_back(&m), expected);
     }
 
     #[test]
@@ -202,9 +204,13 @@ mod tests {
     }
 
     #[test]
-    fn too_many_attributes_are_permanent_errors() {
-        let attrs: Vec<(String, String)> = (0..=MAX_ATTRIBUTES).map(|i| (format!("a{i}"), "v".into())).collect();
+    fn more_than_a_hundred_attributes_are_packed() {
+        let attrs: Vec<(String, String)> = (0..=MAX_ATTRIBUTES).map(|i| (format!("a{i:03}"), "v".into())).collect();
         let attrs: Vec<(&str, String)> = attrs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        assert!(!to_message(message(&attrs)).unwrap_err().is_transient());
+        let original = message(&attrs);
+        let expected = original.attributes.clone();
+        let m = to_message(original).unwrap();
+        assert_eq!(m.attributes.len(), MAX_ATTRIBUTES);
+        assert_eq!(carried_back(&m), expected);
     }
 }

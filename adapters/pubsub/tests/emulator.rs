@@ -292,10 +292,7 @@ async fn native_dead_letter_policy_moves_a_poison_message_after_max_attempts() {
     assert_eq!(got.len(), 1, "the poison message reached the dead-letter topic");
     assert_eq!(&got[0].body[..], b"poison");
     assert_eq!(
-        got[0]
-            .attributes
-            .get("CloudPubSubDeadLetterSourceDeliveryCount")
-            .map(String::as_str),
+        got[0].attributes.get_str("CloudPubSubDeadLetterSourceDeliveryCount"),
         Some("5")
     );
     assert!(

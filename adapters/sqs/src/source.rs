@@ -10,11 +10,13 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 use bytes::Bytes;
 use veltrix_queue::{
-    AckFailure, AckToken, Attributes, Delivery, QueueError, Received, Source, SourceInfo, SourceLimits,
+    packing, AckFailure, AckToken, AttributeValue, Attributes, Delivery, QueueError, Received, Source, SourceInfo,
+    SourceLimits,
 };
 
 use crate::errors::classify;
 use crate::limits::{visibility_secs, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
+use crate::target::ATTR_ORDERING_KEY;
 
 /// Source settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +89,21 @@ impl SqsSource {
     }
 }
 
-/// Turns an SQS message into a delivery.
+/// An SQS attribute value with its data type.
+fn attribute_value(v: &aws_sdk_sqs::types::MessageAttributeValue) -> Option<AttributeValue> {
+    let data_type = v.data_type();
+    if data_type.starts_with("Binary") {
+        let bytes = v.binary_value()?;
+        return Some(AttributeValue::binary(
+            data_type,
+            Bytes::copy_from_slice(bytes.as_ref()),
+        ));
+    }
+    Some(AttributeValue::typed_text(data_type, v.string_value()?))
+}
+
+/// Turns an SQS message into a delivery: every attribute with its data type, and what a
+/// veltrix target packed (base64 body, `veltrix.attributes`, `veltrix.ordering_key`) undone.
 fn delivery(m: &Message) -> Option<Delivery> {
     let handle = m.receipt_handle()?.to_string();
     let system = m.attributes();
@@ -95,11 +111,21 @@ fn delivery(m: &Message) -> Option<Delivery> {
     let mut attributes = Attributes::new();
     if let Some(attrs) = m.message_attributes() {
         for (k, v) in attrs {
-            if let Some(s) = v.string_value() {
-                attributes.insert(k.clone(), s.to_string());
+            if let Some(value) = attribute_value(v) {
+                attributes.insert(k.clone(), value);
             }
         }
     }
+    let mut body = Bytes::from(m.body().unwrap_or_default().to_string());
+    packing::unpack(&mut attributes, &mut body);
+    let ordering_key = match attributes.remove(ATTR_ORDERING_KEY) {
+        Some(AttributeValue::Text { value, .. }) => Some(value),
+        Some(other) => {
+            attributes.insert(ATTR_ORDERING_KEY, other);
+            sys(MessageSystemAttributeName::MessageGroupId).map(str::to_string)
+        }
+        None => sys(MessageSystemAttributeName::MessageGroupId).map(str::to_string),
+    };
     let delivery_attempt = sys(MessageSystemAttributeName::ApproximateReceiveCount)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
@@ -108,9 +134,9 @@ fn delivery(m: &Message) -> Option<Delivery> {
         .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
     Some(Delivery {
         id: m.message_id().unwrap_or_default().to_string(),
-        body: Bytes::from(m.body().unwrap_or_default().to_string()),
+        body,
         attributes,
-        ordering_key: sys(MessageSystemAttributeName::MessageGroupId).map(str::to_string),
+        ordering_key,
         delivery_attempt,
         published_at: published_at.or(Some(SystemTime::now())),
         token: AckToken::new(Receipt(handle)),
