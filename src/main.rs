@@ -283,7 +283,10 @@ fn run(c: config::Config, options: RunOptions) -> anyhow::Result<veltrix::pipeli
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(veltrix::runner::run(c, options, veltrix::shutdown::signal()));
+    let result = runtime.block_on(async {
+        let (shutdown, abort) = veltrix::shutdown::signals();
+        veltrix::runner::run_with_abort(c, options, shutdown, abort).await
+    });
     // The worker has drained. A blocking read of stdin cannot be cancelled: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(result?)

@@ -109,6 +109,17 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<Summary, RunError> {
+    run_with_abort(config, options, shutdown, std::future::pending()).await
+}
+
+/// Like [`run`]; `abort` completing during the drain releases held messages and returns at
+/// once ([`Worker::run_with_abort`]).
+pub async fn run_with_abort(
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send,
+    abort: impl Future<Output = ()> + Send,
+) -> Result<Summary, RunError> {
     let dead_letter = config.require_dead_letter(None)?;
     let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
     for t in &config.targets {
@@ -140,7 +151,7 @@ pub async fn run(
         None => None,
         Some(addr) => Some(Server::start(addr, install_recorder()?, health).await?),
     };
-    let result = worker.run(shutdown).await;
+    let result = worker.run_with_abort(shutdown, abort).await;
     if let Some(server) = server {
         server.stop().await;
     }

@@ -507,10 +507,11 @@ async fn poison_messages_are_dead_lettered_with_reasons_and_nothing_crashes() {
         push(i, Bytes::from(format!("{{\"n\": {i}}}")), None);
     }
     push(100, Bytes::from_static(b"not json at all"), Some("not JSON"));
+    // Over the default source.max_body_bytes (1 MiB): dead-lettered unparsed.
     push(
         101,
         Bytes::from(format!("{{\"n\": 101, \"pad\": \"{}\"}}", "x".repeat(1 << 20))),
-        None,
+        Some("over max_body_bytes"),
     );
     // Invalid UTF-8 inside a string no rule reads: the pruned decoder skips that string, so
     // the message is forwarded byte for byte (not lost, not repaired).

@@ -429,7 +429,11 @@ actions = [{ type = "forward", target = "audit" }]
         .await
         .unwrap();
     assert_eq!(summary.forwarded, 1);
-    assert_eq!(targets.out.snapshot()[0].body, "{\"doubled\":2,\"n\":1}");
+    assert_eq!(
+        targets.out.snapshot()[0].body,
+        "{\"n\":1,\"doubled\":2}",
+        "jq key order, as jq prints it"
+    );
     assert_eq!(targets.audit.snapshot()[0].body, order(1));
 }
 

@@ -247,7 +247,11 @@ async fn oversized_message_for_an_sqs_target_is_dead_lettered() {
             ("out".into(), out),
         ],
         1,
-        sqs_settings(),
+        // A source that takes larger bodies than SQS (Pub/Sub: 10 MB).
+        veltrix::pipeline::settings::Settings {
+            max_body_bytes: 10_000_000,
+            ..sqs_settings()
+        },
     );
     let summary = worker.run(std::future::pending()).await.unwrap();
     assert_eq!((summary.forwarded, summary.dead_lettered), (1, 1));

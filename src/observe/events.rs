@@ -38,6 +38,17 @@ veltrix_queue::log_events! {
         /// Messages still being processed.
         still_running: usize,
     }
+    /// A second shutdown signal arrived during the drain: held messages are released at once.
+    DrainAborted => WARN "drain_aborted" "second shutdown signal: releasing held messages and exiting" {
+        /// Messages released (`nack(0)`).
+        released: usize,
+    }
+    /// Releasing, the last acks, closing the source and flushing targets took longer than
+    /// allowed after the drain; the worker exits anyway (unacked messages are redelivered).
+    DrainGraceExceeded => WARN "drain_grace_exceeded" "shutdown steps did not finish in time; exiting" {
+        /// The time allowed.
+        grace_secs: u64,
+    }
     /// The metrics and health server listens.
     MetricsServing => INFO "metrics_serving" "serving /metrics, /healthz and /readyz" {
         /// Listen address.

@@ -2,14 +2,17 @@
 //! it runs out, so a slow message is not redelivered to another worker while it is processed.
 //!
 //! Each received message is registered; every quarter lease the keeper extends (in provider-sized
-//! batches) the ones that have used half their lease, by one more lease. A message held longer
-//! than `max_hold` is no longer extended, so a stuck handler cannot hide a message forever.
+//! batches, [`LEASE_CONCURRENCY`] calls at once, so thousands of messages at tens of
+//! milliseconds per call are renewed well within a lease) the ones that have used half their
+//! lease, by one more lease. A message held longer than `max_hold` is no longer extended, so a
+//! stuck handler cannot hide a message forever.
 
 use crate::observe::events::{LeaseExtensionFailed, LogEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +22,8 @@ use crate::pipeline::stats::Stats;
 
 /// Shortest tick, so tiny test leases do not spin.
 pub const MIN_TICK: Duration = Duration::from_millis(10);
+/// Extension calls in flight at once.
+pub const LEASE_CONCURRENCY: usize = 32;
 
 struct Entry {
     token: AckToken,
@@ -80,14 +85,24 @@ impl LeaseKeeper {
                     _ = interval.tick() => {}
                 }
                 let due = task_keeper.take_due(Instant::now(), max_hold);
-                for chunk in due.chunks(limits.max_ack_batch.max(1)) {
-                    let n = chunk.len() as u64;
-                    match source.extend(chunk.to_vec(), lease).await {
-                        Ok(()) => stats.leases_extended(n),
-                        // Usually a race with an ack; if not, the message is redelivered.
-                        Err(e) => LeaseExtensionFailed { error: e.to_string() }.emit(),
-                    }
-                }
+                let chunks: Vec<Vec<AckToken>> = due
+                    .chunks(limits.max_ack_batch.max(1))
+                    .map(<[AckToken]>::to_vec)
+                    .collect();
+                futures::stream::iter(chunks)
+                    .for_each_concurrent(LEASE_CONCURRENCY, |chunk| {
+                        let source = source.clone();
+                        let stats = stats.clone();
+                        async move {
+                            let n = chunk.len() as u64;
+                            match source.extend(chunk, lease).await {
+                                Ok(()) => stats.leases_extended(n),
+                                // Usually a race with an ack; if not, the message is redelivered.
+                                Err(e) => LeaseExtensionFailed { error: e.to_string() }.emit(),
+                            }
+                        }
+                    })
+                    .await;
             }
         });
         (keeper, handle)
@@ -111,6 +126,11 @@ impl LeaseKeeper {
             keeper: self.clone(),
             id,
         }
+    }
+
+    /// The tokens of every message registered now (to release them all at once).
+    pub fn tokens(&self) -> Vec<AckToken> {
+        self.lock().entries.values().map(|e| e.token.clone()).collect()
     }
 
     /// Messages registered now.

@@ -21,6 +21,9 @@
 pub mod acker;
 pub mod backoff;
 pub mod batch;
+pub mod byte_budget;
+pub mod dead_letters;
+pub mod intake;
 pub mod lease;
 pub mod own_attributes;
 pub mod process;
@@ -28,11 +31,14 @@ pub mod sequencer;
 pub mod settings;
 pub mod stats;
 
-use crate::observe::events::{DrainTimedOut, Draining, LogEvent, PollerFailed, ReceiveFailed, ReleaseFailed};
+use crate::observe::events::{
+    DrainAborted, DrainGraceExceeded, DrainTimedOut, Draining, LogEvent, PollerFailed, ReceiveFailed, ReleaseFailed,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +47,7 @@ use veltrix_queue::{Delivery, Publisher, QueueError, Received, Source, SourceInf
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::acker::{AckSender, Acker};
+use crate::pipeline::byte_budget::{ByteBudget, HeldBytes};
 use crate::pipeline::lease::{LeaseGuard, LeaseKeeper};
 use crate::pipeline::process::Settled;
 use crate::pipeline::sequencer::Sequencer;
@@ -56,6 +63,16 @@ pub const RECEIVE_RETRY_DELAY: Duration = Duration::from_millis(200);
 pub const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 /// Longest delay between failed receives.
 pub const MAX_RECEIVE_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// A receive that has not answered this long after its long poll ended fails (a backstop
+/// under the provider clients' own timeouts).
+pub const RECEIVE_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
+/// After the drain: the longest time releases, the last acks, closing the source and flushing
+/// targets may take together.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// After a second signal: the longest time releasing held messages and the last acks may take.
+pub const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for one release (`nack(0)`) at shutdown.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +118,7 @@ struct Work {
 /// What a message holds while in flight; all released together when dropped.
 struct Held {
     _permit: Option<OwnedSemaphorePermit>,
+    _bytes: HeldBytes,
     _lease: LeaseGuard,
     _left: Left,
 }
@@ -158,6 +176,17 @@ impl Worker {
 
     /// Runs until the source is exhausted or `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<Summary, PipelineError> {
+        self.run_with_abort(shutdown, std::future::pending()).await
+    }
+
+    /// Like [`Worker::run`]; when `abort` completes during the drain (a second SIGTERM or
+    /// SIGINT), the worker stops waiting: it releases every message it holds (`nack(0)`),
+    /// flushes the acks it has, and returns within [`ABORT_GRACE`].
+    pub async fn run_with_abort(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        abort: impl Future<Output = ()> + Send,
+    ) -> Result<Summary, PipelineError> {
         let Worker {
             source,
             rules,
@@ -209,31 +238,46 @@ impl Worker {
         let tasks = TaskTracker::new();
         let sequencer: Arc<Sequencer<Work>> = Arc::default();
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
+        let bytes = ByteBudget::new(settings.max_in_flight_bytes);
 
         let mut pollers = tokio::task::JoinSet::new();
-        for _ in 0..settings.pollers.max(1) {
+        for id in 0..settings.pollers.max(1) {
             pollers.spawn(poll(
-                ctx.clone(),
-                leases.clone(),
-                permits.clone(),
-                sequencer.clone(),
-                tasks.clone(),
+                Poller {
+                    id,
+                    ctx: ctx.clone(),
+                    leases: leases.clone(),
+                    permits: permits.clone(),
+                    bytes: bytes.clone(),
+                    sequencer: sequencer.clone(),
+                    tasks: tasks.clone(),
+                },
                 draining.clone(),
             ));
         }
         let mut result = Ok(());
         tokio::pin!(shutdown);
+        tokio::pin!(abort);
         let mut shutdown_seen = false;
+        let mut aborted = false;
+        // The drain's clock starts at the signal: receives still under way, then in-flight
+        // messages, all get until `drain_deadline`.
+        let mut drain_deadline = None;
         while !pollers.is_empty() {
             tokio::select! {
                 _ = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + settings.drain_timeout);
                     Draining {
                         drain_timeout_secs: settings.drain_timeout.as_secs(),
                     }
                     .emit();
                     health.set_draining();
                     draining.cancel();
+                }
+                _ = &mut abort, if shutdown_seen && !aborted => {
+                    aborted = true;
+                    pollers.abort_all();
                 }
                 Some(joined) = pollers.join_next() => {
                     match joined {
@@ -244,33 +288,54 @@ impl Worker {
                             }
                             draining.cancel();
                         }
+                        Err(e) if e.is_cancelled() => {}
                         Err(e) => PollerFailed { error: e.to_string() }.emit(),
                     }
                 }
             }
         }
         draining.cancel();
-        release_unstarted(&ctx, &sequencer).await;
-        tasks.close();
-        if tokio::time::timeout(settings.drain_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            DrainTimedOut {
-                still_running: tasks.len(),
+        let drain_deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + settings.drain_timeout);
+        if !aborted {
+            release_unstarted(&ctx, &sequencer).await;
+            tasks.close();
+            tokio::select! {
+                finished = tokio::time::timeout_at(drain_deadline, tasks.wait()) => {
+                    if finished.is_err() {
+                        DrainTimedOut {
+                            still_running: tasks.len(),
+                        }
+                        .emit();
+                    }
+                }
+                _ = &mut abort, if shutdown_seen => aborted = true,
+            }
+        }
+        let grace = if aborted { ABORT_GRACE } else { DRAIN_GRACE };
+        let finish = async {
+            if aborted {
+                // Whatever is still held goes back to the queue now, not after its lease.
+                let held = leases.tokens();
+                DrainAborted { released: held.len() }.emit();
+                release_all(&ctx, held).await;
+            }
+            release_unstarted(&ctx, &sequencer).await;
+            stop_keeper.cancel();
+            let _ = keeper_task.await;
+            let _ = backlog_task.await;
+            acker.finish().await;
+            source.close().await;
+            if let Some(ctx) = Arc::into_inner(ctx) {
+                for target in ctx.targets {
+                    target.finish().await;
+                }
+            }
+        };
+        if tokio::time::timeout(grace, finish).await.is_err() {
+            DrainGraceExceeded {
+                grace_secs: grace.as_secs(),
             }
             .emit();
-        }
-        release_unstarted(&ctx, &sequencer).await;
-        stop_keeper.cancel();
-        let _ = keeper_task.await;
-        let _ = backlog_task.await;
-        acker.finish().await;
-        source.close().await;
-        if let Some(ctx) = Arc::into_inner(ctx) {
-            for target in ctx.targets {
-                target.finish().await;
-            }
         }
         result.map(|()| stats.snapshot())
     }
@@ -299,45 +364,97 @@ async fn release_unstarted(ctx: &Context, sequencer: &Sequencer<Work>) {
         return;
     }
     ctx.stats.released(unstarted.len() as u64);
-    for work in unstarted {
-        if let Err(e) = ctx.source.nack(work.delivery.token, Duration::ZERO).await {
-            ReleaseFailed { error: e.to_string() }.emit();
-        }
-    }
+    release_all(ctx, unstarted.into_iter().map(|w| w.delivery.token).collect()).await;
 }
 
-/// One receive loop.
-async fn poll(
+/// Makes messages visible again at once (`nack(0)`), concurrently, each call bounded.
+async fn release_all(ctx: &Context, tokens: Vec<veltrix_queue::AckToken>) {
+    futures::stream::iter(tokens)
+        .for_each_concurrent(lease::LEASE_CONCURRENCY, |token| async move {
+            match tokio::time::timeout(RELEASE_TIMEOUT, ctx.source.nack(token, Duration::ZERO)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => ReleaseFailed { error: e.to_string() }.emit(),
+                Err(_) => ReleaseFailed {
+                    error: format!("no answer within {} s", RELEASE_TIMEOUT.as_secs()),
+                }
+                .emit(),
+            }
+        })
+        .await;
+}
+
+/// What one receive loop works with.
+struct Poller {
+    id: usize,
     ctx: Arc<Context>,
     leases: LeaseKeeper,
     permits: Arc<Semaphore>,
+    bytes: Arc<ByteBudget>,
     sequencer: Arc<Sequencer<Work>>,
     tasks: TaskTracker,
-    draining: CancellationToken,
-) -> Result<(), PipelineError> {
+}
+
+/// One receive loop: takes permits (messages) and waits for byte room, receives, dispatches.
+/// A receive that is under way when the drain starts is waited for (bounded) and what it
+/// brought is released at once, so no message stays hidden for its visibility timeout.
+async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineError> {
+    let ctx = &p.ctx;
+    let wait = ctx.settings.receive_wait;
     let batch_max = ctx.source.limits().max_receive_batch.max(1);
     let mut failure_delay = RECEIVE_RETRY_DELAY;
+    let mut empty_in_a_row = 0u32;
     loop {
         let first = tokio::select! {
             biased;
             _ = draining.cancelled() => return Ok(()),
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            p = p.permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
         };
         let mut held = vec![first];
         while held.len() < batch_max {
-            match permits.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
+            match p.permits.clone().try_acquire_owned() {
+                Ok(permit) => held.push(permit),
                 Err(_) => break,
             }
         }
-        let started = tokio::time::Instant::now();
-        let received = tokio::select! {
+        tokio::select! {
             biased;
             _ = draining.cancelled() => return Ok(()),
-            r = ctx.source.receive(held.len(), ctx.settings.receive_wait) => r,
+            _ = p.bytes.wait_for_room() => {}
+        }
+        let started = tokio::time::Instant::now();
+        ctx.health.receive_started(p.id, wait);
+        let receive = tokio::time::timeout(wait + RECEIVE_TIMEOUT_MARGIN, ctx.source.receive(held.len(), wait));
+        tokio::pin!(receive);
+        let (received, stopping) = tokio::select! {
+            biased;
+            r = &mut receive => (r, false),
+            _ = draining.cancelled() => match tokio::time::timeout(ctx.settings.drain_timeout, &mut receive).await {
+                Ok(r) => (r, true),
+                // Past the drain: give up on it (its messages come back after their lease).
+                Err(_) => (Ok(Ok(Received::Messages(Vec::new()))), true),
+            },
         };
+        ctx.health.receive_finished(p.id);
+        let received = received.unwrap_or_else(|_| {
+            Err(QueueError::transient(format!(
+                "the source did not answer a receive within {} s",
+                (wait + RECEIVE_TIMEOUT_MARGIN).as_secs()
+            )))
+        });
         ctx.stats.receive_took(started.elapsed());
         ctx.health.set_source_reachable(received.is_ok());
+        ctx.health.set_source_problem(ctx.source.health());
+        if stopping {
+            if let Ok(Received::Messages(late)) = received {
+                ctx.stats.received(late.len() as u64);
+                ctx.stats.released(late.len() as u64);
+                for _ in &late {
+                    ctx.stats.left();
+                }
+                release_all(ctx, late.into_iter().map(|d| d.token).collect()).await;
+            }
+            return Ok(());
+        }
         let deliveries = match received {
             Ok(Received::Messages(d)) => d,
             Ok(Received::Exhausted) => return Ok(()),
@@ -359,21 +476,31 @@ async fn poll(
         failure_delay = RECEIVE_RETRY_DELAY;
         if deliveries.is_empty() {
             ctx.stats.empty_receive();
+            empty_in_a_row = empty_in_a_row.saturating_add(1);
+            let pause = intake::empty_receive_pause(started.elapsed(), wait, empty_in_a_row);
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = draining.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
             continue;
         }
+        empty_in_a_row = 0;
         ctx.stats.received(deliveries.len() as u64);
         let mut held = held.into_iter();
         for delivery in deliveries {
-            let lease = leases.register(delivery.token.clone());
+            let lease = p.leases.register(delivery.token.clone());
             let work = Work {
-                delivery,
                 held: Held {
                     _permit: held.next(),
+                    _bytes: p.bytes.hold(delivery.body.len()),
                     _lease: lease,
                     _left: Left(ctx.stats.clone()),
                 },
+                delivery,
             };
-            dispatch(&ctx, &sequencer, &tasks, &draining, work);
+            dispatch(ctx, &p.sequencer, &p.tasks, &draining, work);
         }
     }
 }

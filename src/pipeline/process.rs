@@ -5,32 +5,22 @@
 //! delivers it again.
 
 use crate::observe::events::{DeadLetterWriteFailed, DeadLettered, LogEvent, NackFailed, RetryScheduled};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
+use veltrix_queue::file::{LINE_BYTES_ATTRIBUTE, RECORD_ERROR_ATTRIBUTE};
 use veltrix_queue::{Delivery, OutboundMessage};
 
+use crate::pipeline::dead_letters::{dead_letter_message, Envelope};
 use crate::pipeline::{own_attributes, Context};
 use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Reason};
 
-/// Attribute added to forwarded messages and dead letters: the source message id.
-pub const ATTR_MESSAGE_ID: &str = "veltrix.message_id";
-/// Attribute added to forwarded messages: the rule that forwarded it.
-pub const ATTR_RULE: &str = "veltrix.rule";
+pub use crate::pipeline::dead_letters::{
+    ATTR_ATTEMPTS, ATTR_ERROR, ATTR_FAILED_AT, ATTR_MESSAGE_ID, ATTR_REASON, ATTR_RULE, ATTR_SOURCE, ATTR_TRIMMED,
+    MAX_ERROR_ATTRIBUTE_BYTES,
+};
 /// Attribute added to forwarded messages: the delivery attempt.
 pub const ATTR_ATTEMPT: &str = "veltrix.attempt";
-/// Dead-letter attribute: why.
-pub const ATTR_REASON: &str = "veltrix.reason";
-/// Dead-letter attribute: the error in detail.
-pub const ATTR_ERROR: &str = "veltrix.error";
-/// Dead-letter attribute: delivery attempts made.
-pub const ATTR_ATTEMPTS: &str = "veltrix.attempts";
-/// Dead-letter attribute: `kind:name` of the source.
-pub const ATTR_SOURCE: &str = "veltrix.source";
-/// Dead-letter attribute: when, RFC 3339.
-pub const ATTR_FAILED_AT: &str = "veltrix.failed_at";
-/// Longest `veltrix.error` value, in bytes.
-pub const MAX_ERROR_ATTRIBUTE_BYTES: usize = 1024;
 
 /// How processing ended, for the ordering-key sequencer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +53,39 @@ pub async fn process(ctx: &Context, d: Delivery) -> Settled {
     settled
 }
 
+/// Why a delivery cannot be looked at at all: a body over `max_body_bytes` (not parsed), or a
+/// record line that is not a record.
+pub fn unreadable(max_body_bytes: usize, d: &Delivery) -> Option<DeadLetter> {
+    let cut_from = d.attributes.get_str(LINE_BYTES_ATTRIBUTE);
+    if d.body.len() > max_body_bytes || cut_from.is_some() {
+        let error = match cut_from {
+            Some(full) => format!(
+                "the line is {full} bytes, over source.max_body_bytes = {max_body_bytes}; this dead letter holds its first {} bytes",
+                d.body.len()
+            ),
+            None => format!(
+                "the body is {} bytes, over source.max_body_bytes = {max_body_bytes}",
+                d.body.len()
+            ),
+        };
+        return Some(DeadLetter {
+            reason: Reason::BodyTooLarge,
+            rule: None,
+            error,
+        });
+    }
+    d.attributes.get_str(RECORD_ERROR_ATTRIBUTE).map(|error| DeadLetter {
+        reason: Reason::MalformedRecord,
+        rule: None,
+        error: error.to_string(),
+    })
+}
+
 async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
     own_attributes::rename_at_ingress(&mut d.attributes);
+    if let Some(dl) = unreadable(ctx.settings.max_body_bytes, &d) {
+        return dead_letter(ctx, d, &dl).await;
+    }
     let mut plan = plan_for(ctx, &d);
     for &rule in &plan.matched {
         ctx.stats.rule_matched(rule);
@@ -193,6 +214,11 @@ async fn retry(ctx: &Context, d: Delivery, not_before: Option<Duration>) -> Sett
 async fn nack_with_backoff(ctx: &Context, d: Delivery, not_before: Option<Duration>) -> Settled {
     let backoff = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
     let delay = not_before.map_or(backoff, |n| n.max(backoff));
+    nack_after(ctx, d, delay).await
+}
+
+/// Nacks so the message comes back after `delay`.
+async fn nack_after(ctx: &Context, d: Delivery, delay: Duration) -> Settled {
     if let Err(e) = ctx.source.nack(d.token, delay).await {
         // The lease runs out instead and the message comes back a little later.
         NackFailed {
@@ -204,67 +230,44 @@ async fn nack_with_backoff(ctx: &Context, d: Delivery, not_before: Option<Durati
     Settled::Retried(delay)
 }
 
+/// Writes the dead letter, then acks. A target that refuses it for good (too large, an
+/// attribute it cannot take) gets a smaller envelope ([`Envelope`]); when even the smallest is
+/// refused, or the write fails transiently, the message is nacked (the longest backoff for a
+/// permanent refusal: the provider's own redrive policy ends it) and never acked unwritten.
 async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
-    let message = dead_letter_message(ctx, &d, dl);
-    match ctx.targets[ctx.dead_letter].send(message).await {
-        Ok(()) => {
-            DeadLettered {
-                message_id: d.id.clone(),
-                reason: dl.reason.to_string(),
-                rule: dl.rule.clone(),
+    let mut level = Envelope::Full;
+    loop {
+        let message = dead_letter_message(&ctx.source_info, &d, dl, level);
+        let error = match ctx.targets[ctx.dead_letter].send(message).await {
+            Ok(()) => {
+                DeadLettered {
+                    message_id: d.id.clone(),
+                    reason: dl.reason.to_string(),
+                    rule: dl.rule.clone(),
+                }
+                .emit();
+                ctx.acks.ack(d.token);
+                ctx.stats.settled(Outcome::DeadLetter);
+                ctx.stats.dead_lettered(&dl.reason.to_string());
+                return Settled::Acked;
             }
-            .emit();
-            ctx.acks.ack(d.token);
-            ctx.stats.settled(Outcome::DeadLetter);
-            ctx.stats.dead_lettered(&dl.reason.to_string());
-            Settled::Acked
+            Err(e) => e,
+        };
+        let permanent = !error.is_transient();
+        DeadLetterWriteFailed {
+            message_id: d.id.clone(),
+            reason: dl.reason.to_string(),
+            error: error.to_string(),
         }
-        Err(e) => {
-            DeadLetterWriteFailed {
-                message_id: d.id.clone(),
-                reason: dl.reason.to_string(),
-                error: e.to_string(),
+        .emit();
+        ctx.stats.dead_letter_failed();
+        match level.smaller() {
+            Some(smaller) if permanent => level = smaller,
+            _ if permanent => {
+                let delay = ctx.settings.retry.max_backoff;
+                return nack_after(ctx, d, delay).await;
             }
-            .emit();
-            ctx.stats.dead_letter_failed();
-            nack_with_backoff(ctx, d, None).await
+            _ => return nack_with_backoff(ctx, d, None).await,
         }
     }
-}
-
-/// The dead letter: the original body unchanged, the original attributes plus `veltrix.*`.
-pub fn dead_letter_message(ctx: &Context, d: &Delivery, dl: &DeadLetter) -> OutboundMessage {
-    let mut attributes = d.attributes.clone();
-    attributes.insert(ATTR_REASON, dl.reason.to_string());
-    if let Some(rule) = &dl.rule {
-        attributes.insert(ATTR_RULE, rule.clone());
-    }
-    attributes.insert(ATTR_ERROR, truncate(&dl.error, MAX_ERROR_ATTRIBUTE_BYTES));
-    attributes.insert(ATTR_ATTEMPTS, d.delivery_attempt.to_string());
-    attributes.insert(
-        ATTR_SOURCE,
-        format!("{}:{}", ctx.source_info.kind, ctx.source_info.name),
-    );
-    attributes.insert(ATTR_MESSAGE_ID, d.id.clone());
-    attributes.insert(
-        ATTR_FAILED_AT,
-        humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-    );
-    OutboundMessage {
-        body: d.body.clone(),
-        attributes,
-        ordering_key: d.ordering_key.clone(),
-        dedup_id: Some(format!("{}:dead-letter", d.id)),
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }

@@ -19,6 +19,10 @@ pub enum Reason {
     TransformBudgetExceeded,
     /// The body is not UTF-8.
     UndecodableBody,
+    /// The body is larger than the source's `max_body_bytes`.
+    BodyTooLarge,
+    /// A line of a `record` file source is not a record.
+    MalformedRecord,
     /// Every attempt of the retry budget failed.
     RetryBudgetExhausted,
     /// A target refused the message for good (payload too large, 4xx, …).
@@ -33,6 +37,8 @@ impl fmt::Display for Reason {
             Reason::TransformFailed => "transform_failed",
             Reason::TransformBudgetExceeded => "transform_budget_exceeded",
             Reason::UndecodableBody => "undecodable_body",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::MalformedRecord => "malformed_record",
             Reason::RetryBudgetExhausted => "retry_budget_exhausted",
             Reason::TargetRejected => "target_rejected",
         })

@@ -43,7 +43,17 @@ impl BatchingPublisher {
                 let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 let count = messages.len();
                 let started = tokio::time::Instant::now();
-                let mut results = publisher.publish(messages).await;
+                let limit = publisher.call_timeout();
+                let mut results = match tokio::time::timeout(limit, publisher.publish(messages)).await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        let error = QueueError::transient(format!(
+                            "the target did not answer a publish within {} s",
+                            limit.as_secs()
+                        ));
+                        vec![Err(error); count]
+                    }
+                };
                 let took = started.elapsed();
                 for r in &results {
                     let result = match r {

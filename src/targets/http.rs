@@ -59,6 +59,7 @@ pub struct HttpTargetOptions {
 /// POSTs messages to a handler.
 pub struct HttpTarget {
     client: Client,
+    timeout: Duration,
     url: String,
     /// `url` without userinfo, query and fragment, for descriptions and errors.
     shown: String,
@@ -155,6 +156,7 @@ impl HttpTarget {
             .map_err(|e| QueueError::from_chain(ErrorClass::Permanent, &e.without_url()))?;
         Ok(Self {
             client,
+            timeout: options.timeout,
             url: options.url,
             shown,
         })
@@ -279,6 +281,11 @@ impl Publisher for HttpTarget {
 
     fn max_batch(&self) -> usize {
         MAX_CONCURRENT_REQUESTS
+    }
+
+    fn call_timeout(&self) -> Duration {
+        // Requests of a batch run at once, each bounded by the client's timeout.
+        self.timeout + Duration::from_secs(5)
     }
 
     async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {

@@ -617,6 +617,11 @@ impl Publisher for MemoryQueue {
         MAX_PUBLISH_BATCH
     }
 
+    fn call_timeout(&self) -> Duration {
+        // Simulated latency is what tests want to see, not a hung target.
+        self.config.call_latency + crate::traits::DEFAULT_PUBLISH_TIMEOUT
+    }
+
     async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
         self.simulate_latency().await;
         let mut state = self.lock();

@@ -6,6 +6,9 @@ use async_trait::async_trait;
 
 use crate::{AckToken, Delivery, OutboundMessage, QueueError};
 
+/// Default [`Publisher::call_timeout`].
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a receive call returned.
 #[derive(Debug)]
 pub enum Received {
@@ -77,6 +80,12 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// A lasting problem the source knows of without a failed call (a Pub/Sub stream that
+    /// keeps failing with a permanent error); `/readyz` shows it. The default reports none.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Called once after the worker stopped and every ack was handed over: flush what the
     /// provider client still buffers (Pub/Sub acks are sent in the background) and release
     /// streams. The default does nothing (SQS acks are synchronous).
@@ -95,4 +104,11 @@ pub trait Publisher: Send + Sync + 'static {
     /// Publishes a batch; returns one result per message, in order. A message is written when
     /// its result is `Ok` (flushed to the OS for files; accepted by the service for queues).
     async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>>;
+
+    /// Longest a `publish` call may take before the caller gives up on it (every message of
+    /// the batch then failed transiently). Targets with a configured timeout of their own
+    /// return more than it.
+    fn call_timeout(&self) -> std::time::Duration {
+        DEFAULT_PUBLISH_TIMEOUT
+    }
 }

@@ -108,6 +108,8 @@ struct Shared {
     held: Mutex<HashMap<TokenId, Held>>,
     /// Deliveries per message id, when the service does not count them.
     local_attempts: Mutex<HashMap<String, u32>>,
+    /// The last permanent error of a stream that has not delivered since (`/readyz`).
+    failing: Mutex<Option<String>>,
 }
 
 /// A Pub/Sub subscription as a veltrix [`Source`].
@@ -164,10 +166,10 @@ impl PubSubSource {
         let streams = options.streams.max(1);
         let (tx, rx) = mpsc::channel(RECEIVE_BUFFER_PER_STREAM * streams);
         let stop = CancellationToken::new();
-        let pumps = (0..streams)
-            .map(|_| tokio::spawn(pump(plan.clone(), tx.clone(), stop.clone())))
-            .collect();
         let shared = Arc::new(Shared::default());
+        let pumps = (0..streams)
+            .map(|_| tokio::spawn(pump(plan.clone(), tx.clone(), shared.clone(), stop.clone())))
+            .collect();
         let reaper = tokio::spawn(reap(Arc::downgrade(&shared)));
         PubSubSourceOpen {
             subscription: options.subscription.clone(),
@@ -247,7 +249,7 @@ fn clamp_i64(v: u64) -> i64 {
 
 /// One streaming pull, reopened with backoff whenever it ends (service restart, network loss,
 /// a deleted and recreated subscription), until `stop`.
-async fn pump(plan: StreamPlan, tx: mpsc::Sender<(Message, Handler)>, stop: CancellationToken) {
+async fn pump(plan: StreamPlan, tx: mpsc::Sender<(Message, Handler)>, shared: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = RECONNECT_INITIAL_BACKOFF;
     loop {
         let mut stream = plan
@@ -269,6 +271,7 @@ async fn pump(plan: StreamPlan, tx: mpsc::Sender<(Message, Handler)>, stop: Canc
                 next = stream.next() => match next {
                     Some(Ok(pair)) => {
                         backoff = RECONNECT_INITIAL_BACKOFF;
+                        shared.failing.lock().expect("failing").take();
                         if tx.send(pair).await.is_err() {
                             break None; // the source is closing; the shutdown nacks the pair's peers
                         }
@@ -281,6 +284,9 @@ async fn pump(plan: StreamPlan, tx: mpsc::Sender<(Message, Handler)>, stop: Canc
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, token.shutdown()).await;
         drop(stream);
         let Some(error) = failure else { return };
+        if !error.is_transient() {
+            *shared.failing.lock().expect("failing") = Some(error.to_string());
+        }
         StreamReopening {
             subscription: plan.subscription.clone(),
             error: error.to_string(),
@@ -359,33 +365,77 @@ impl Source for PubSubSource {
     }
 
     async fn ack(&self, tokens: Vec<AckToken>) -> Result<(), AckFailure> {
-        let settled: Vec<Held> = {
+        let (settled, late): (Vec<(AckToken, Held)>, Vec<AckToken>) = {
             let mut held = self.shared.held.lock().expect("held map");
-            tokens
-                .iter()
-                .filter_map(|t| token_id(t).and_then(|id| held.remove(&id)))
-                .collect()
+            let mut settled = Vec::with_capacity(tokens.len());
+            let mut late = Vec::new();
+            for t in tokens {
+                match token_id(&t).and_then(|id| held.remove(&id)) {
+                    Some(h) => settled.push((t, h)),
+                    None => late.push(t),
+                }
+            }
+            (settled, late)
         };
-        let late = tokens.len() - settled.len();
-        if late > 0 {
+        if !late.is_empty() {
             // Released before the ack (lease expired): the service redelivers them, a
             // duplicate, never a loss.
             LateAcks {
                 subscription: self.subscription.clone(),
-                count: late,
+                count: late.len(),
             }
             .emit();
         }
         if self.settings.as_ref().is_none_or(|s| s.dead_letter.is_none()) {
             let mut local = self.shared.local_attempts.lock().expect("attempt map");
-            for h in &settled {
+            for (_, h) in &settled {
                 local.remove(&h.message_id);
             }
         }
-        for h in settled {
-            h.handler.ack();
+        // Exactly-once subscriptions confirm each ack; at-least-once acks are handed to the
+        // crate's batching lease loop.
+        let mut confirming = Vec::new();
+        for (token, h) in settled {
+            match h.handler {
+                Handler::ExactlyOnce(eo) => confirming.push(async move { (token, eo.confirmed_ack().await) }),
+                other => other.ack(),
+            }
         }
-        Ok(())
+        let mut failed = late;
+        let late_count = failed.len();
+        let mut last_error = None;
+        for (token, result) in futures::future::join_all(confirming).await {
+            if let Err(e) = result {
+                last_error = Some(e.to_string());
+                failed.push(token);
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let message = match last_error {
+            Some(e) => format!(
+                "{} ack(s) on {} not confirmed by exactly-once delivery (the service may redeliver them): {e}",
+                failed.len() - late_count,
+                self.subscription
+            ),
+            None => format!(
+                "{late_count} ack(s) on {} came after the client-side lease ended: the messages were released and will be redelivered",
+                self.subscription
+            ),
+        };
+        // The handlers are used up: retrying these acks cannot help.
+        Err(AckFailure {
+            failed,
+            error: QueueError::permanent(message),
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.shared.failing.lock().expect("failing").clone() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     async fn nack(&self, token: AckToken, delay: Duration) -> Result<(), QueueError> {

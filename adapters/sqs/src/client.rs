@@ -1,7 +1,38 @@
 //! Building an SQS client from the standard AWS configuration chain.
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::Client;
+
+/// Longest wait for a connection to SQS.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest single attempt of a call that does not long-poll (the SDK retries after it).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest call, its retries included; an endpoint that accepts connections and never answers
+/// cannot hold a worker longer.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Added to the long-poll wait for a receive's attempt timeout.
+pub const RECEIVE_ATTEMPT_MARGIN: Duration = Duration::from_secs(10);
+
+/// The timeouts of every call but receives.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// The timeouts of a receive that long-polls for `wait`.
+pub fn receive_timeouts(wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(wait + RECEIVE_ATTEMPT_MARGIN)
+        .operation_timeout(wait + OPERATION_TIMEOUT)
+        .build()
+}
 
 /// Where and how to connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,7 +66,7 @@ pub fn region_from_queue_url(queue_url: &str) -> Option<String> {
 
 /// Loads the AWS configuration (credentials from env, profile, IMDS/IRSA) and builds a client.
 pub async fn connect(options: &ConnectOptions, queue_url: &str) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(endpoint) = &options.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }

@@ -14,6 +14,7 @@ use veltrix_queue::{
     SourceLimits,
 };
 
+use crate::client::receive_timeouts;
 use crate::errors::classify;
 use crate::limits::{visibility_secs, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 use crate::target::ATTR_ORDERING_KEY;
@@ -76,6 +77,12 @@ impl SqsSource {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs)
             .unwrap_or(Duration::from_secs(30));
+        if options.visibility_timeout.is_none() && queue_visibility.is_zero() {
+            return Err(QueueError::permanent(format!(
+                "the queue {} has a visibility timeout of 0 s: every message received would be visible to other receivers at once and delivered over and over; set source.visibility_timeout_secs (e.g. 60) or the queue's VisibilityTimeout (terraform: visibility_timeout_seconds)",
+                options.queue_url
+            )));
+        }
         let lease = options.visibility_timeout.unwrap_or(queue_visibility);
         Ok(Self { client, options, lease })
     }
@@ -175,7 +182,14 @@ impl Source for SqsSource {
         if let Some(v) = self.options.visibility_timeout {
             request = request.visibility_timeout(visibility_secs(v));
         }
-        let out = request.send().await.map_err(|e| self.err("ReceiveMessage", e))?;
+        let out = request
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(receive_timeouts(wait.min(MAX_WAIT))),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("ReceiveMessage", e))?;
         Ok(Received::Messages(out.messages().iter().filter_map(delivery).collect()))
     }
 

@@ -1,0 +1,109 @@
+//! The bound on body bytes in flight (`max_in_flight_bytes`), next to the bound on messages.
+//!
+//! A receive cannot know the size of what it will get, so a poller waits only until the bytes
+//! held are under the budget ([`has_room`]), then receives and holds what came. The worst case
+//! is therefore the budget plus one receive batch per poller (SQS: 10 × 1 MiB), which is what
+//! the Kubernetes memory limit in `deploy/` is derived from.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+/// Whether a poller may receive while `held` bytes are in flight under a budget of `max`.
+pub fn has_room(held: usize, max: usize) -> bool {
+    held < max
+}
+
+/// Body bytes held by messages in flight.
+#[derive(Debug)]
+pub struct ByteBudget {
+    held: AtomicUsize,
+    max: usize,
+    freed: Notify,
+}
+
+/// Bytes one message holds; given back when dropped.
+#[derive(Debug)]
+pub struct HeldBytes {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            max,
+            freed: Notify::new(),
+        })
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Waits until a receive may start.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if has_room(self.held(), self.max) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Records `bytes` as held until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> HeldBytes {
+        self.held.fetch_add(bytes, Ordering::AcqRel);
+        HeldBytes {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn room_is_left_until_the_budget_is_reached() {
+        assert!(has_room(0, 10));
+        assert!(has_room(9, 10));
+        assert!(!has_room(10, 10));
+        assert!(!has_room(50, 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receive_waits_until_bytes_are_given_back() {
+        let budget = ByteBudget::new(100);
+        let big = budget.hold(150);
+        assert_eq!(budget.held(), 150);
+        let waiter = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.wait_for_room().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished(), "no room while over the budget");
+        drop(big);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("room once the bytes are back")
+            .unwrap();
+        assert_eq!(budget.held(), 0);
+    }
+}
