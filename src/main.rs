@@ -163,6 +163,11 @@ fn main() -> ExitCode {
                 c.source.kind(),
                 c.source.name()
             );
+            println!(
+                "memory: up to {} MiB (base, max_in_flight_bytes, one receive batch per poller{}): the container's memory limit must be at least this",
+                config::memory::memory_bound_bytes(&c).div_ceil(1024 * 1024),
+                if c.rules.transforms().is_empty() { "" } else { ", transform sandboxes" }
+            );
             if preflight {
                 return run_preflight(&c);
             }

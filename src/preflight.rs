@@ -189,7 +189,16 @@ pub async fn preflight(config: &Config) -> Report {
                     "grant roles/pubsub.viewer on the subscription (terraform/modules/pubsub-worker does)",
                 ),
                 Ok(Some(s)) => {
-                    report.checked.push(format!("source subscription {subscription}"));
+                    report.checked.push(format!(
+                        "source subscription {subscription} ({} delivery{}: acks {})",
+                        if s.exactly_once { "exactly-once" } else { "at-least-once" },
+                        if s.message_ordering { ", ordered by key" } else { "" },
+                        if s.exactly_once {
+                            "confirmed one by one; unconfirmed ones are counted in veltrix_ack_failures_total"
+                        } else {
+                            "batched by the client, best effort"
+                        }
+                    ));
                     match &s.dead_letter {
                         Some(p) if p.max_delivery_attempts <= budget => report.error(
                             "source",

@@ -113,6 +113,20 @@ fn deployment_agrees_with_the_worker_and_its_config() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert!(container["resources"]["requests"]["cpu"].is_string());
     assert!(container["resources"]["requests"]["memory"].is_string());
+
+    // The memory limit covers the most the worker can use with this config (and says so).
+    let limit = container["resources"]["limits"]["memory"].as_str().unwrap();
+    let limit_mib: u64 = limit.strip_suffix("Mi").expect("the limit is in Mi").parse().unwrap();
+    let bound_mib = veltrix::config::memory::memory_bound_bytes(&config).div_ceil(1024 * 1024);
+    assert!(
+        limit_mib >= bound_mib,
+        "memory limit {limit} is below the config's bound of {bound_mib} MiB (veltrix check prints it)"
+    );
+    let yaml = std::fs::read_to_string(repo("deploy/kubernetes/deployment.yaml")).unwrap();
+    assert!(
+        yaml.contains(&format!("{bound_mib} MiB")),
+        "the deployment explains its limit with the bound ({bound_mib} MiB)"
+    );
 }
 
 #[test]

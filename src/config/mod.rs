@@ -11,6 +11,7 @@
 pub mod error;
 pub mod interpolate;
 pub mod locate;
+pub mod memory;
 pub mod raw;
 pub mod validate;
 

@@ -98,9 +98,10 @@ pub mod defaults {
     pub const fn transform_max_output_bytes() -> u64 {
         1024 * 1024
     }
-    /// Memory of one sandbox process (256 MiB).
+    /// Memory one sandbox process may use beyond its start (64 MiB: a jq program over a
+    /// 1 MiB body needs a few times that body).
     pub const fn transform_max_memory_bytes() -> u64 {
-        256 * 1024 * 1024
+        64 * 1024 * 1024
     }
     /// Sandbox processes (one per core of the usual 2-core worker).
     pub const fn transform_processes() -> u32 {
@@ -319,7 +320,8 @@ pub struct RawTransform {
     /// Longest output (default 1048576 bytes, 1–10000000).
     #[serde(default = "defaults::transform_max_output_bytes")]
     pub max_output_bytes: u64,
-    /// Memory of one sandbox process (default 268435456 bytes = 256 MiB, 16 MiB–16 GiB).
+    /// Memory of one sandbox process beyond its start (default 67108864 bytes = 64 MiB,
+    /// 16 MiB–16 GiB).
     #[serde(default = "defaults::transform_max_memory_bytes")]
     pub max_memory_bytes: u64,
     /// Sandbox processes, i.e. transforms running at once (default 2, 1–64).

@@ -72,7 +72,7 @@ impl Default for SandboxSettings {
             program: Self::default_program(),
             timeout: Duration::from_millis(250),
             max_output_bytes: 1024 * 1024,
-            max_memory_bytes: 256 * 1024 * 1024,
+            max_memory_bytes: 64 * 1024 * 1024,
             processes: 2,
         }
     }

@@ -3,7 +3,8 @@
 //! The source reads lines into an in-process [`MemoryQueue`], so retries, delays and leases
 //! behave exactly as on a queue; it returns [`Received::Exhausted`] once the input has ended and
 //! every line was settled (acked or dead-lettered). Reading is paced: at most
-//! [`READ_AHEAD_LINES`] lines are buffered, and a line longer than the source's
+//! [`READ_AHEAD_LINES`] lines and [`READ_AHEAD_BYTES`] bytes are buffered, and a line longer
+//! than the source's
 //! `max_line_bytes` is cut there (the pipeline then dead-letters it as too large), so a huge
 //! file or an endless stdin uses bounded memory.
 //!
@@ -29,6 +30,8 @@ use crate::{AckFailure, AckToken, OutboundMessage, Publisher, QueueError, Receiv
 
 /// Most unsettled lines held in memory before reading pauses.
 pub const READ_AHEAD_LINES: usize = 4096;
+/// Most body bytes of unsettled lines held in memory before reading pauses (16 MiB).
+pub const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
 /// Most messages written per flush.
 pub const MAX_WRITE_BATCH: usize = 512;
 /// Attribute carrying the 1-based line number of a file event.
@@ -164,7 +167,7 @@ async fn read_lines(
     let mut buf = Vec::new();
     let mut line_no: u64 = 0;
     loop {
-        queue.wait_until_len_below(READ_AHEAD_LINES).await;
+        queue.wait_until_below(READ_AHEAD_LINES, READ_AHEAD_BYTES).await;
         buf.clear();
         match read_bounded_line(&mut lines, &mut buf, options.max_line_bytes).await {
             Ok(None) => break,

@@ -124,6 +124,8 @@ struct State {
     ack_fault: Option<Fault>,
     receive_fault: Option<Fault>,
     closed: bool,
+    /// Body bytes of the stored messages.
+    bytes: usize,
     acked: u64,
     ack_calls: u64,
 }
@@ -213,12 +215,25 @@ impl MemoryQueue {
 
     /// Waits until fewer than `n` messages are stored.
     pub async fn wait_until_len_below(&self, n: usize) {
+        self.wait_until_below(n, usize::MAX).await;
+    }
+
+    /// Body bytes of the messages stored.
+    pub fn byte_len(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Waits until fewer than `messages` messages of fewer than `bytes` body bytes are stored.
+    pub async fn wait_until_below(&self, messages: usize, bytes: usize) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.len() < n {
-                return;
+            {
+                let state = self.lock();
+                if state.messages.len() < messages && state.bytes < bytes {
+                    return;
+                }
             }
             changed.await;
         }
@@ -294,6 +309,7 @@ impl State {
         self.next_seq += 1;
         let id = format!("{}-{seq}", config.name);
         let ordering_key = message.ordering_key;
+        self.bytes += message.body.len();
         self.messages.insert(
             seq,
             Stored {
@@ -448,6 +464,7 @@ impl State {
 
     fn remove(&mut self, seq: u64) {
         if let Some(m) = self.messages.remove(&seq) {
+            self.bytes -= m.body.len();
             self.ready.remove(&seq);
             if let Some(group) = &m.ordering_key {
                 if let Some(p) = self.parked.get_mut(group) {
