@@ -7,7 +7,10 @@
 //!   value a plain string of visible ASCII; attributes that cannot be sent that way (other
 //!   names or values, SQS `Number`/`Binary` types) go, all of them, into one
 //!   `x-veltrix-attributes` header holding a JSON object in the record shape (ASCII-escaped),
-//!   so nothing is dropped. Plus the configured static headers and an optional bearer token
+//!   so nothing is dropped (with more than 32 such attributes, all of them go there; a message
+//!   whose attributes need more than 8 KiB there cannot be sent and is dead-lettered). The ordering key goes in `x-veltrix-ordering-key` (or, when it is
+//!   not visible ASCII, as a JSON string in `x-veltrix-ordering-key-json`). Plus the configured
+//!   static headers and an optional bearer token
 //!   read from an environment variable at start-up (never logged; only sent over https or to a
 //!   loopback address, which the config checks).
 //! - Redirects are not followed (a redirected POST turns into a GET without a body, and the
@@ -42,6 +45,16 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 60 * 60);
 pub const ATTR_HEADER_PREFIX: &str = "x-veltrix-attr-";
 /// Header carrying the attributes that cannot be headers of their own, as JSON.
 pub const ATTRIBUTES_HEADER: &str = "x-veltrix-attributes";
+/// Most attributes sent as headers of their own; a message with more sends them all in
+/// [`ATTRIBUTES_HEADER`] (HTTP servers cap the number of headers: hyper at 100).
+pub const MAX_ATTRIBUTE_HEADERS: usize = 32;
+/// Longest [`ATTRIBUTES_HEADER`] value (the common per-header limit, nginx's 8 KiB); a message
+/// whose attributes need more cannot be sent to a handler and is dead-lettered.
+pub const MAX_ATTRIBUTES_HEADER_BYTES: usize = 8 * 1024;
+/// Header carrying the ordering key (FIFO group), when it is visible ASCII.
+pub const ORDERING_KEY_HEADER: &str = "x-veltrix-ordering-key";
+/// Header carrying any other ordering key as an ASCII-escaped JSON string.
+pub const ORDERING_KEY_JSON_HEADER: &str = "x-veltrix-ordering-key-json";
 
 /// Settings of one HTTP target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,13 +175,18 @@ impl HttpTarget {
         })
     }
 
-    fn request(&self, message: OutboundMessage) -> reqwest::RequestBuilder {
+    fn request(&self, message: OutboundMessage) -> Result<reqwest::RequestBuilder, QueueError> {
         let content_type = match std::str::from_utf8(&message.body) {
             Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => "application/json",
             Ok(_) => "text/plain; charset=utf-8",
             Err(_) => "application/octet-stream",
         };
         let mut request = self.client.post(&self.url).header(CONTENT_TYPE, content_type);
+        let own_headers = message
+            .attributes
+            .iter()
+            .filter(|(k, v)| own_header(k, v).is_some())
+            .count();
         let mut others = serde_json::Map::new();
         for (k, v) in &message.attributes {
             let fixed = match k.as_str() {
@@ -182,7 +200,8 @@ impl HttpTarget {
                     .as_str()
                     .and_then(|t| HeaderValue::from_str(t).ok())
                     .map(|value| (HeaderName::from_static(name), value)),
-                None => own_header(k, v),
+                None if own_headers <= MAX_ATTRIBUTE_HEADERS => own_header(k, v),
+                None => None,
             };
             match header {
                 Some((name, value)) => request = request.header(name, value),
@@ -192,15 +211,33 @@ impl HttpTarget {
             }
         }
         if !others.is_empty() {
-            let value = HeaderValue::from_str(&ascii_json(&serde_json::Value::Object(others)))
-                .expect("ASCII JSON is a valid header value");
+            let json = ascii_json(&serde_json::Value::Object(others));
+            if json.len() > MAX_ATTRIBUTES_HEADER_BYTES {
+                return Err(QueueError::permanent(format!(
+                    "the message's attributes need a {}-byte {ATTRIBUTES_HEADER} header; HTTP handlers take at most {MAX_ATTRIBUTES_HEADER_BYTES} bytes per header, so it cannot be sent to {}",
+                    json.len(),
+                    self.shown
+                )));
+            }
+            let value = HeaderValue::from_str(&json).expect("ASCII JSON is a valid header value");
             request = request.header(ATTRIBUTES_HEADER, value);
         }
-        request.body(message.body)
+        if let Some(key) = &message.ordering_key {
+            let plain = !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic());
+            request = match plain {
+                true => request.header(ORDERING_KEY_HEADER, HeaderValue::from_str(key).expect("visible ASCII")),
+                false => request.header(
+                    ORDERING_KEY_JSON_HEADER,
+                    HeaderValue::from_str(&ascii_json(&serde_json::Value::String(key.clone())))
+                        .expect("ASCII JSON is a valid header value"),
+                ),
+            };
+        }
+        Ok(request.body(message.body))
     }
 
     async fn send(&self, message: OutboundMessage) -> Result<(), QueueError> {
-        let response = self.request(message).send().await.map_err(|e| {
+        let response = self.request(message)?.send().await.map_err(|e| {
             let what = if e.is_timeout() { "timed out" } else { "failed" };
             QueueError {
                 class: ErrorClass::Transient,

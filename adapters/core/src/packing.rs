@@ -1,7 +1,8 @@
 //! How targets carry what a provider cannot hold natively, and how every source undoes it.
 //!
 //! - A body a provider cannot carry as it is (SQS bodies are XML-safe text) is sent base64 with
-//!   [`ATTR_BODY_ENCODING`] `= "base64"`.
+//!   [`ATTR_BODY_ENCODING`] `= "base64"`; an empty body (SQS needs one character) as one space
+//!   with `= "empty"`.
 //! - Attributes a provider cannot carry natively (over its count limit, a data type it lacks,
 //!   a name or value it rejects) are sent as one JSON object, in the [`record`](crate::record)
 //!   attribute shape, in [`ATTR_PACKED`]; a value longer than the provider's attribute limit is
@@ -22,8 +23,12 @@ use crate::record::{attribute_to_json, attributes_from_json};
 pub const ATTR_BODY_ENCODING: &str = "veltrix.body_encoding";
 /// Holds the attributes a provider could not carry natively, as a JSON object.
 pub const ATTR_PACKED: &str = "veltrix.attributes";
-/// The one body encoding there is.
+/// Body encoding: the body is base64.
 pub const BASE64_ENCODING: &str = "base64";
+/// Body encoding: the body is empty (sent as one space to providers that need a body).
+pub const EMPTY_ENCODING: &str = "empty";
+/// The body sent for an empty one, marked with [`EMPTY_ENCODING`].
+pub const EMPTY_PLACEHOLDER: &str = " ";
 
 /// The packed JSON object for `attributes`.
 pub fn pack<'a>(attributes: impl IntoIterator<Item = (&'a String, &'a AttributeValue)>) -> String {
@@ -108,11 +113,18 @@ pub fn encode_body(body: &[u8]) -> String {
 /// Undoes what a veltrix target did to carry a message: decodes a base64 body and merges packed
 /// attributes back (removing the markers). Markers that do not decode stay as they are.
 pub fn unpack(attributes: &mut Attributes, body: &mut Bytes) {
-    if attributes.get_str(ATTR_BODY_ENCODING) == Some(BASE64_ENCODING) {
-        if let Ok(decoded) = BASE64.decode(&body[..]) {
-            *body = Bytes::from(decoded);
+    match attributes.get_str(ATTR_BODY_ENCODING) {
+        Some(BASE64_ENCODING) => {
+            if let Ok(decoded) = BASE64.decode(&body[..]) {
+                *body = Bytes::from(decoded);
+                attributes.remove(ATTR_BODY_ENCODING);
+            }
+        }
+        Some(EMPTY_ENCODING) if &body[..] == EMPTY_PLACEHOLDER.as_bytes() => {
+            *body = Bytes::new();
             attributes.remove(ATTR_BODY_ENCODING);
         }
+        _ => {}
     }
     let Some(first) = attributes.get_str(ATTR_PACKED) else {
         return;
@@ -163,6 +175,10 @@ mod tests {
         let mut body = Bytes::from(encode_body(&[0xff, 0xfe]));
         unpack(&mut carried, &mut body);
         assert_eq!(&body[..], &[0xff, 0xfe]);
+        let mut a: Attributes = [(ATTR_BODY_ENCODING, EMPTY_ENCODING)].into_iter().collect();
+        let mut body = Bytes::from_static(EMPTY_PLACEHOLDER.as_bytes());
+        unpack(&mut a, &mut body);
+        assert!(body.is_empty() && a.is_empty());
         let mut expected = original.clone();
         expected.insert("kept", "native");
         assert_eq!(carried, expected);

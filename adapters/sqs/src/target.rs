@@ -111,6 +111,10 @@ fn attribute_size(name: &str, value: &AttributeValue) -> usize {
 pub fn prepare(message: &OutboundMessage, fifo: bool) -> Result<Prepared, QueueError> {
     let mut attributes = message.attributes.clone();
     let body = match std::str::from_utf8(&message.body) {
+        Ok("") => {
+            attributes.insert(packing::ATTR_BODY_ENCODING, packing::EMPTY_ENCODING);
+            packing::EMPTY_PLACEHOLDER.to_string()
+        }
         Ok(text) if text.chars().all(is_sqs_char) => text.to_string(),
         _ => {
             attributes.insert(packing::ATTR_BODY_ENCODING, packing::BASE64_ENCODING);
@@ -335,7 +339,7 @@ mod tests {
 
     #[test]
     fn bodies_sqs_cannot_hold_are_base64_with_a_marker() {
-        for body in [&[0xff, 0x00, 0x41][..], b"ok\x00nul", b"bell\x07"] {
+        for body in [&[0xff, 0x00, 0x41][..], b"ok\x00nul", b"bell\x07", b""] {
             let p = prepare(&message(body, 0), false).unwrap();
             assert_eq!(p.attributes[0].0, packing::ATTR_BODY_ENCODING);
             assert_eq!(&read_back(&p).0[..], body);
