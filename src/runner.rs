@@ -96,6 +96,20 @@ pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError>
     })
 }
 
+/// Opens every target, then the source.
+async fn open_all(config: &Config) -> Result<(Vec<(String, Arc<dyn Publisher>)>, Arc<dyn Source>), RunError> {
+    let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
+    for t in &config.targets {
+        let p = targets::open(t).await.map_err(|error| RunError::Target {
+            name: t.name.clone(),
+            error,
+        })?;
+        publishers.push((t.name.clone(), p));
+    }
+    let source = open_source(config).await.map_err(RunError::Source)?;
+    Ok((publishers, source))
+}
+
 /// Options of `veltrix run` beyond the config file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -121,15 +135,14 @@ pub async fn run_with_abort(
     abort: impl Future<Output = ()> + Send,
 ) -> Result<Summary, RunError> {
     let dead_letter = config.require_dead_letter(None)?;
-    let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
-    for t in &config.targets {
-        let p = targets::open(t).await.map_err(|error| RunError::Target {
-            name: t.name.clone(),
-            error,
-        })?;
-        publishers.push((t.name.clone(), p));
-    }
-    let source = open_source(&config).await.map_err(RunError::Source)?;
+    tokio::pin!(shutdown);
+    // Opening connects to the source and targets; a signal meanwhile (an endpoint that never
+    // answers) ends the run at once: nothing was received, so nothing needs draining.
+    let opened = tokio::select! {
+        opened = open_all(&config) => opened?,
+        _ = &mut shutdown => return Ok(Summary::default()),
+    };
+    let (publishers, source) = opened;
     let info = source.info();
     WorkerStarting {
         source_kind: info.kind,
