@@ -162,7 +162,7 @@ async fn http_errors_show_urls_without_userinfo_or_query_and_read_only_256_bytes
     assert!(error.contains(&format!("http://{addr}/endless")), "{error}");
     let quoted = error.matches('e').count();
     assert!(
-        quoted >= 256 && quoted < 256 + 100,
+        (256..256 + 100).contains(&quoted),
         "the first 256 bytes are quoted: {error}"
     );
 }

@@ -124,7 +124,7 @@ veltrix_queue::log_events! {
         error: String,
     }
     /// Releasing an unstarted message at shutdown failed; it returns when its lease expires.
-    ReleaseFailed => DEBUG "release_failed" "release failed; the message returns when its lease expires" {
+    ReleaseFailed => WARN "release_failed" "release failed; the message returns when its lease expires" {
         /// Why.
         error: String,
     }

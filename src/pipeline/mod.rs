@@ -71,6 +71,9 @@ pub const RECEIVE_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// After a second signal: the longest time releasing held messages and the last acks may take.
 pub const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// After a second signal: how long receives still under way may take to come back (what they
+/// bring is released) before they are dropped.
+pub const ABORT_RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait for one release (`nack(0)`) at shutdown.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -180,8 +183,9 @@ impl Worker {
     }
 
     /// Like [`Worker::run`]; when `abort` completes during the drain (a second SIGTERM or
-    /// SIGINT), the worker stops waiting: it releases every message it holds (`nack(0)`),
-    /// flushes the acks it has, and returns within [`ABORT_GRACE`].
+    /// SIGINT), the worker stops waiting: receives still under way get
+    /// [`ABORT_RECEIVE_GRACE`], then it releases every message it holds (`nack(0)`), flushes
+    /// the acks it has, and returns within [`ABORT_GRACE`] more.
     pub async fn run_with_abort(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -263,6 +267,7 @@ impl Worker {
         // The drain's clock starts at the signal: receives still under way, then in-flight
         // messages, all get until `drain_deadline`.
         let mut drain_deadline = None;
+        let mut abort_receives_by: Option<tokio::time::Instant> = None;
         while !pollers.is_empty() {
             tokio::select! {
                 _ = &mut shutdown, if !shutdown_seen => {
@@ -277,6 +282,12 @@ impl Worker {
                 }
                 _ = &mut abort, if shutdown_seen && !aborted => {
                     aborted = true;
+                    abort_receives_by = Some(tokio::time::Instant::now() + ABORT_RECEIVE_GRACE);
+                }
+                // A receive dropped unanswered could still take messages released later (the
+                // queue hands them to the request nobody reads): receives get a moment first.
+                _ = tokio::time::sleep_until(abort_receives_by.unwrap_or_else(tokio::time::Instant::now)), if abort_receives_by.is_some() => {
+                    abort_receives_by = None;
                     pollers.abort_all();
                 }
                 Some(joined) = pollers.join_next() => {
