@@ -19,6 +19,9 @@ cargo bench --locked --bench matcher 2>&1 | grep -E "^parse|thrpt|matching rules
 echo "== pipeline on the memory backend"
 cargo bench --locked --bench pipeline
 
+echo "== transform sandbox: cost per transform and on the pipeline"
+cargo bench --locked --bench sandbox
+
 echo "== peak RSS with 1,000 messages in flight"
 cargo bench --locked --bench memory
 

@@ -6,19 +6,25 @@
 //!                                         │
 //!  Source (veltrix-queue trait: file, memory; SQS and Pub/Sub crates) ──receive──┐
 //!                                                                                ▼
-//!  pipeline::Worker ── pollers ─> process: decode body → envelope → rules::RuleSet::plan
-//!        │                                 (pure: matched rules, forwards, disposition)
+//!  pipeline::Worker ── pollers ─> process: own veltrix.* → veltrix.upstream.*, size check,
+//!        │   (message and byte       decode body → envelope → rules::RuleSet::plan
+//!        │    budgets)                 (pure: matched rules, forwards, disposition)
+//!        │                          pending transforms → sandbox processes (budgets)
 //!        │                          publish forwards via targets::batching (batched per target)
-//!        │                          then ack (batched) | nack(backoff) | dead-letter then ack
-//!        └── lease keeper, per-key sequencer, drain on shutdown
+//!        │                            through targets::guard (circuit, rate, concurrency)
+//!        │                          then ack (batched) | retry in place | dead-letter then ack
+//!        └── lease keeper, per-key sequencer, intake gate, bounded drain on shutdown
 //! ```
 //!
 //! Modules, one job each:
 //! - [`config`]: TOML/JSON → validated [`config::Config`], errors with file, line, field, fix.
 //! - [`rules`]: the EventBridge-pattern matcher ([`rules::pattern`]), actions, jq transforms
 //!   and the pure [`rules::plan::Plan`] of what to do with an event.
-//! - [`pipeline`]: the delivery machinery (concurrency, acks, retries, leases, drain).
-//! - [`targets`]: opening configured targets, and batching publishes.
+//! - [`pipeline`]: the delivery machinery (concurrency, acks, retries, leases, drain) and its
+//!   policies, each a pure decision module: [`pipeline::retry_budget`],
+//!   [`pipeline::circuit`], [`pipeline::rate_limit`], [`pipeline::backoff`].
+//! - [`targets`]: opening configured targets, batching publishes, and the guard that wires the
+//!   policies in front of each target.
 //! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test`; [`shutdown`]: signals.
 //! - [`sandbox`]: transforms run in separate processes with time, size and memory budgets.
 //! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix;

@@ -133,7 +133,7 @@ pub async fn preflight(config: &Config) -> Report {
                         Some(r) if r.max_receive_count <= budget => report.error(
                             "source",
                             format!(
-                                "the queue's redrive policy moves a message to its dead-letter queue after {} receives, at or below the worker's retry budget of {budget} attempts: SQS would take failing messages away before the worker dead-letters them with a reason",
+                                "the queue's redrive policy moves a message to its dead-letter queue after {} receives, at or below the worker's retry budget of {budget} attempts: the worker retries in place and spends no receive on its own retries, but each restart, release at drain or crash during a message's retries does, so a few deploys would move healthy messages aside without a reason",
                                 r.max_receive_count
                             ),
                             format!(
@@ -203,7 +203,7 @@ pub async fn preflight(config: &Config) -> Report {
                         Some(p) if p.max_delivery_attempts <= budget => report.error(
                             "source",
                             format!(
-                                "the subscription's dead-letter policy moves a message after {} delivery attempts, at or below the worker's retry budget of {budget}: Pub/Sub would take failing messages away before the worker dead-letters them with a reason",
+                                "the subscription's dead-letter policy moves a message after {} delivery attempts, at or below the worker's retry budget of {budget}: the worker retries in place and spends no delivery attempt on its own retries, but each restart, release at drain or crash during a message's retries does, so a few deploys would move healthy messages aside without a reason",
                                 p.max_delivery_attempts
                             ),
                             format!(

@@ -35,7 +35,9 @@ use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
 use veltrix_queue::file::{FileSource, FileSourceOptions, FileTarget, LineFormat};
 use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::record::attributes_from_json;
-use veltrix_queue::{AttributeValue, Attributes, Delivery, OutboundMessage, Publisher, Received, Source};
+use veltrix_queue::{
+    AttributeData, AttributeValue, Attributes, Delivery, OutboundMessage, Publisher, Received, Source,
+};
 use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 
 /// Names each test message.
@@ -270,9 +272,9 @@ impl Carrier {
                         .message_body(std::str::from_utf8(&m.body).expect("SQS bodies are text"));
                     for (k, v) in &m.attributes {
                         let b = MessageAttributeValue::builder().data_type(v.data_type());
-                        let b = match v {
-                            AttributeValue::Text { value, .. } => b.string_value(value),
-                            AttributeValue::Binary { value, .. } => b.binary_value(Blob::new(value.to_vec())),
+                        let b = match v.data() {
+                            AttributeData::Text(text) => b.string_value(text),
+                            AttributeData::Binary(bytes) => b.binary_value(Blob::new(bytes.to_vec())),
                         };
                         req = req.message_attributes(k, b.build().unwrap());
                     }

@@ -25,6 +25,7 @@ pub use veltrix_pubsub::ConnectOptions as PubSubConnect;
 pub use veltrix_sqs::ConnectOptions;
 
 use crate::pipeline::settings::Settings;
+pub use crate::pipeline::settings::TargetLimits;
 use crate::rules::RuleSet;
 use error::did_you_mean;
 use locate::Locations;
@@ -125,12 +126,14 @@ pub enum TargetKind {
 }
 
 /// A named destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetConfig {
     /// The name rules use.
     pub name: String,
     /// What it is.
     pub kind: TargetKind,
+    /// Circuit breaker, concurrency and rate.
+    pub limits: TargetLimits,
 }
 
 /// A validated config.

@@ -10,6 +10,18 @@ use serde_json::Value;
 
 /// Default values, in one place.
 pub mod defaults {
+    /// Transient failures in a row that open a target's circuit.
+    pub const fn circuit_failures() -> u32 {
+        crate::pipeline::circuit::DEFAULT_FAILURES
+    }
+    /// How long a target's circuit stays open before a probe, in seconds.
+    pub const fn circuit_open_secs() -> u64 {
+        crate::pipeline::circuit::DEFAULT_OPEN.as_secs()
+    }
+    /// Longest a target's circuit stays open, in seconds.
+    pub const fn circuit_max_open_secs() -> u64 {
+        crate::pipeline::circuit::DEFAULT_MAX_OPEN.as_secs()
+    }
     /// Messages processed at once, across all pollers.
     pub const fn max_in_flight() -> u32 {
         256
@@ -241,9 +253,28 @@ pub enum RawTarget {
     File {
         /// File to append to (created with its directory if missing).
         path: String,
+        /// Circuit breaker (default `{ failures = 10, open_secs = 5, max_open_secs = 300 }`).
+        #[serde(default)]
+        circuit: RawCircuit,
+        /// Messages being sent to this target at once (default: no limit of its own).
+        #[serde(default)]
+        max_concurrency: Option<u32>,
+        /// Messages per second sent to this target (default: no limit; throttling still adapts).
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
     },
     /// Writes JSON lines to standard output.
-    Stdout {},
+    Stdout {
+        /// Circuit breaker (default `{ failures = 10, open_secs = 5, max_open_secs = 300 }`).
+        #[serde(default)]
+        circuit: RawCircuit,
+        /// Messages being sent to this target at once (default: no limit of its own).
+        #[serde(default)]
+        max_concurrency: Option<u32>,
+        /// Messages per second sent to this target (default: no limit; throttling still adapts).
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
+    },
     /// POSTs each message to a handler service.
     Http {
         /// Handler URL (http or https).
@@ -257,6 +288,15 @@ pub enum RawTarget {
         /// Name of an environment variable holding a bearer token (read at start, never logged).
         #[serde(default)]
         bearer_token_env: Option<String>,
+        /// Circuit breaker (default `{ failures = 10, open_secs = 5, max_open_secs = 300 }`).
+        #[serde(default)]
+        circuit: RawCircuit,
+        /// Messages being sent to this target at once (default: no limit of its own).
+        #[serde(default)]
+        max_concurrency: Option<u32>,
+        /// Messages per second sent to this target (default: no limit; throttling still adapts).
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
     },
     /// Sends to an Amazon SQS queue (standard or FIFO).
     Sqs {
@@ -268,6 +308,15 @@ pub enum RawTarget {
         /// Region override.
         #[serde(default)]
         region: Option<String>,
+        /// Circuit breaker (default `{ failures = 10, open_secs = 5, max_open_secs = 300 }`).
+        #[serde(default)]
+        circuit: RawCircuit,
+        /// Messages being sent to this target at once (default: no limit of its own).
+        #[serde(default)]
+        max_concurrency: Option<u32>,
+        /// Messages per second sent to this target (default: no limit; throttling still adapts).
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
     },
     /// Publishes to a Google Cloud Pub/Sub topic.
     Pubsub {
@@ -276,7 +325,94 @@ pub enum RawTarget {
         /// Endpoint override (also `PUBSUB_EMULATOR_HOST`).
         #[serde(default)]
         endpoint: Option<String>,
+        /// Circuit breaker (default `{ failures = 10, open_secs = 5, max_open_secs = 300 }`).
+        #[serde(default)]
+        circuit: RawCircuit,
+        /// Messages being sent to this target at once (default: no limit of its own).
+        #[serde(default)]
+        max_concurrency: Option<u32>,
+        /// Messages per second sent to this target (default: no limit; throttling still adapts).
+        #[serde(default)]
+        rate_per_sec: Option<f64>,
     },
+}
+
+/// The delivery settings every kind of target has.
+#[derive(Debug, Clone, Copy)]
+pub struct RawTargetDelivery<'a> {
+    /// `circuit`.
+    pub circuit: &'a RawCircuit,
+    /// `max_concurrency`.
+    pub max_concurrency: Option<u32>,
+    /// `rate_per_sec`.
+    pub rate_per_sec: Option<f64>,
+}
+
+impl RawTarget {
+    /// The circuit, concurrency and rate settings of this target.
+    pub fn delivery(&self) -> RawTargetDelivery<'_> {
+        let (circuit, max_concurrency, rate_per_sec) = match self {
+            RawTarget::File {
+                circuit,
+                max_concurrency,
+                rate_per_sec,
+                ..
+            }
+            | RawTarget::Stdout {
+                circuit,
+                max_concurrency,
+                rate_per_sec,
+            }
+            | RawTarget::Http {
+                circuit,
+                max_concurrency,
+                rate_per_sec,
+                ..
+            }
+            | RawTarget::Sqs {
+                circuit,
+                max_concurrency,
+                rate_per_sec,
+                ..
+            }
+            | RawTarget::Pubsub {
+                circuit,
+                max_concurrency,
+                rate_per_sec,
+                ..
+            } => (circuit, max_concurrency, rate_per_sec),
+        };
+        RawTargetDelivery {
+            circuit,
+            max_concurrency: *max_concurrency,
+            rate_per_sec: *rate_per_sec,
+        }
+    }
+}
+
+/// `[targets.NAME] circuit`: when a failing target stops being sent to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuit {
+    /// Transient failures in a row that open the circuit (default 10, 1–10000).
+    #[serde(default = "defaults::circuit_failures")]
+    pub failures: u32,
+    /// How long it stays open before a probe (default 5 s, 1–3600).
+    #[serde(default = "defaults::circuit_open_secs")]
+    pub open_secs: u64,
+    /// Longest it stays open; the interval doubles per failed probe (default 300 s, 1–43200).
+    #[serde(default = "defaults::circuit_max_open_secs")]
+    pub max_open_secs: u64,
+}
+
+impl Default for RawCircuit {
+    fn default() -> Self {
+        Self {
+            failures: defaults::circuit_failures(),
+            open_secs: defaults::circuit_open_secs(),
+            max_open_secs: defaults::circuit_max_open_secs(),
+        }
+    }
 }
 
 /// `[pipeline]`.

@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::error::{did_you_mean, Diagnostic};
-use super::raw::{RawAction, RawConfig, RawLineFormat, RawRule, RawSource, RawTarget, RawUnmatched};
+use super::raw::{RawAction, RawConfig, RawLineFormat, RawRule, RawSource, RawTarget, RawTargetDelivery, RawUnmatched};
 use super::{Config, ConnectOptions, PubSubConnect, SourceConfig, TargetConfig, TargetKind};
 use crate::pipeline::backoff::RetryPolicy;
-use crate::pipeline::settings::Settings;
+use crate::pipeline::circuit::CircuitSettings;
+use crate::pipeline::settings::{Settings, TargetLimits};
 use crate::rules::pattern::PatternSet;
 use crate::rules::transform::Transform;
 use crate::rules::{Action, Rule, RuleSet, Unmatched};
@@ -233,7 +234,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             );
         }
         let kind = match target {
-            RawTarget::File { path } => {
+            RawTarget::File { path, .. } => {
                 if path.is_empty() {
                     c.problems
                         .push(Diagnostic::field(format!("{field}.path"), "the path is empty"));
@@ -242,12 +243,13 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                     path: resolve(base_dir, path),
                 }
             }
-            RawTarget::Stdout {} => TargetKind::Stdout,
+            RawTarget::Stdout { .. } => TargetKind::Stdout,
             RawTarget::Http {
                 url,
                 timeout_ms,
                 headers,
                 bearer_token_env,
+                ..
             } => {
                 check_http_url(&mut c, &format!("{field}.url"), url);
                 if bearer_token_env.is_some() && !crate::targets::http::may_carry_token(url) {
@@ -288,6 +290,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 queue_url,
                 endpoint_url,
                 region,
+                ..
             } => {
                 check_queue_url(&mut c, &format!("{field}.queue_url"), queue_url);
                 check_endpoint(&mut c, &format!("{field}.endpoint_url"), endpoint_url.as_deref());
@@ -299,7 +302,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                     },
                 }
             }
-            RawTarget::Pubsub { topic, endpoint } => {
+            RawTarget::Pubsub { topic, endpoint, .. } => {
                 check_pubsub_name(&mut c, &format!("{field}.topic"), topic, "topics");
                 check_endpoint(&mut c, &format!("{field}.endpoint"), endpoint.as_deref());
                 TargetKind::Pubsub {
@@ -310,9 +313,11 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 }
             }
         };
+        let limits = target_limits(&mut c, &field, target.delivery());
         targets.push(TargetConfig {
             name: name.clone(),
             kind,
+            limits,
         });
     }
     let target_names: Vec<&str> = raw.targets.keys().map(String::as_str).collect();
@@ -472,6 +477,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             max_memory_bytes: t.max_memory_bytes,
             processes: t.processes as usize,
         },
+        target_limits: targets.iter().map(|t| t.limits).collect(),
     };
     Ok(Config {
         file: file.to_path_buf(),
@@ -481,6 +487,70 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         settings,
         rules: Arc::new(rule_set),
     })
+}
+
+/// Largest `max_concurrency` of a target.
+pub const MAX_TARGET_CONCURRENCY: u64 = 65_536;
+/// Largest `rate_per_sec` of a target.
+pub const MAX_TARGET_RATE_PER_SEC: f64 = 1_000_000.0;
+
+/// Checks a target's circuit, concurrency and rate settings.
+fn target_limits(c: &mut Checker, field: &str, d: RawTargetDelivery<'_>) -> TargetLimits {
+    let circuit = d.circuit;
+    c.range(
+        &format!("{field}.circuit.failures"),
+        circuit.failures.into(),
+        1,
+        10_000,
+        "",
+    );
+    c.range(&format!("{field}.circuit.open_secs"), circuit.open_secs, 1, 3600, " s");
+    c.range(
+        &format!("{field}.circuit.max_open_secs"),
+        circuit.max_open_secs,
+        1,
+        MAX_DELAY_SECS,
+        " s",
+    );
+    if circuit.max_open_secs < circuit.open_secs {
+        c.problems.push(
+            Diagnostic::field(
+                format!("{field}.circuit.max_open_secs"),
+                format!(
+                    "max_open_secs = {} is shorter than open_secs = {}",
+                    circuit.max_open_secs, circuit.open_secs
+                ),
+            )
+            .hint("raise `max_open_secs` or lower `open_secs`"),
+        );
+    }
+    if let Some(n) = d.max_concurrency {
+        c.range(
+            &format!("{field}.max_concurrency"),
+            n.into(),
+            1,
+            MAX_TARGET_CONCURRENCY,
+            "",
+        );
+    }
+    if let Some(rate) = d.rate_per_sec {
+        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_TARGET_RATE_PER_SEC) {
+            c.problems.push(
+                Diagnostic::field(format!("{field}.rate_per_sec"), format!("{rate} is out of range"))
+                    .allowed(format!("more than 0, at most {MAX_TARGET_RATE_PER_SEC}"))
+                    .hint("set `rate_per_sec` to messages per second, e.g. 100 or 0.5; leave it out for no limit"),
+            );
+        }
+    }
+    TargetLimits {
+        circuit: CircuitSettings {
+            failures: circuit.failures.max(1),
+            open: Duration::from_secs(circuit.open_secs.max(1)),
+            max_open: Duration::from_secs(circuit.max_open_secs.max(circuit.open_secs).max(1)),
+        },
+        max_concurrency: d.max_concurrency.map(|n| n.max(1) as usize),
+        rate_per_sec: d.rate_per_sec,
+    }
 }
 
 fn check_queue_url(c: &mut Checker, field: &str, url: &str) {

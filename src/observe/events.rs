@@ -140,6 +140,42 @@ veltrix_queue::log_events! {
         /// Why.
         error: String,
     }
+    /// A target's circuit opened: nothing is sent to it until a probe gets through.
+    CircuitOpened => WARN "circuit_opened" "target failing: circuit open, its messages are held and intake pauses" {
+        /// Target name.
+        target: String,
+        /// How long until a probe.
+        open_for_ms: u64,
+        /// The failure that opened it.
+        error: String,
+    }
+    /// A target's circuit turned half-open: one message is sent as a probe.
+    CircuitHalfOpen => INFO "circuit_half_open" "probing target" {
+        /// Target name.
+        target: String,
+    }
+    /// A target's circuit closed: a probe got through.
+    CircuitClosed => INFO "circuit_closed" "target recovered: circuit closed" {
+        /// Target name.
+        target: String,
+    }
+    /// A target asked to slow down.
+    TargetThrottled => INFO "target_throttled" "target throttled: sending slower" {
+        /// Target name.
+        target: String,
+        /// The rate now in force (messages per second).
+        rate_per_sec: f64,
+        /// How long sending pauses.
+        pause_ms: u64,
+    }
+    /// Pollers stopped receiving (a target's circuit is open).
+    IntakePaused => WARN "intake_paused" "intake paused: a target is in an outage" {
+        /// Targets whose circuit is not closed.
+        targets: String,
+    }
+    /// Pollers receive again.
+    IntakeResumed => INFO "intake_resumed" "intake resumed" {
+    }
 }
 
 #[cfg(test)]

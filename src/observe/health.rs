@@ -24,6 +24,7 @@ pub struct Health {
     source_reachable: AtomicBool,
     draining: AtomicBool,
     source_problem: Mutex<Option<String>>,
+    intake_paused: Mutex<Option<String>>,
     /// Receives in progress, by poller: when each started and how long it may wait.
     receives: Mutex<HashMap<usize, (Instant, Duration)>>,
 }
@@ -51,6 +52,20 @@ impl Health {
     /// Poller `poller`'s receive returned.
     pub fn receive_finished(&self, poller: usize) {
         self.receives.lock().unwrap_or_else(|e| e.into_inner()).remove(&poller);
+    }
+
+    /// Records why intake is paused (`None`: it is not). The worker stays ready while paused:
+    /// it is healthy, its target is not.
+    pub fn set_intake_paused(&self, reason: Option<String>) {
+        *self.intake_paused.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// What `/readyz` says when ready: `ready`, or why intake is paused.
+    pub fn ready_note(&self) -> String {
+        match self.intake_paused.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            None => "ready".into(),
+            Some(why) => format!("ready; intake paused: target outage: {why}"),
+        }
     }
 
     /// Marks the worker as draining (no longer ready for new work).
@@ -112,6 +127,11 @@ mod tests {
         h.receive_started(0, Duration::ZERO);
         h.receive_finished(0);
         assert_eq!(h.ready(), Ok(()));
+        h.set_intake_paused(Some("fraud (open)".into()));
+        assert_eq!(h.ready(), Ok(()), "a target outage is not the worker's");
+        assert_eq!(h.ready_note(), "ready; intake paused: target outage: fraud (open)");
+        h.set_intake_paused(None);
+        assert_eq!(h.ready_note(), "ready");
         h.set_draining();
         assert_eq!(h.ready(), Err("draining".into()));
     }

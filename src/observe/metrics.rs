@@ -28,6 +28,8 @@ pub enum PublishResult {
     Transient,
     /// Refused for good.
     Permanent,
+    /// Throttled (slowed down, not counted against the message).
+    Throttled,
 }
 
 /// Every metric of one worker.
@@ -35,7 +37,7 @@ pub struct Metrics {
     received: Counter,
     settled: [Counter; 5],
     rule_matches: Vec<Counter>,
-    publishes: Vec<[Counter; 3]>,
+    publishes: Vec<[Counter; 4]>,
     publish_duration: Vec<Histogram>,
     in_flight: Gauge,
     backlog: Gauge,
@@ -64,7 +66,7 @@ impl Metrics {
             publishes: targets
                 .iter()
                 .map(|t| {
-                    ["ok", "transient", "permanent"]
+                    ["ok", "transient", "permanent", "throttled"]
                         .map(|r| counter!("veltrix_target_publishes_total", "target" => t.clone(), "result" => r))
                 })
                 .collect(),

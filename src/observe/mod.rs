@@ -30,6 +30,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "veltrix_lease_extensions_total",
     "veltrix_empty_receives_total",
     "veltrix_in_flight",
+    "veltrix_target_circuit_state",
+    "veltrix_intake_paused",
     "veltrix_backlog_messages",
     "veltrix_receive_duration_seconds",
     "veltrix_ack_duration_seconds",

@@ -57,7 +57,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     match s.health.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(()) => (StatusCode::OK, format!("{}\n", s.health.ready_note())),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }

@@ -70,8 +70,11 @@ impl ByteBudget {
 
 impl Drop for HeldBytes {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
-        self.budget.freed.notify_waiters();
+        let before = self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        // Waiters wait only while there is no room: wake them when room appears.
+        if !has_room(before, self.budget.max) && has_room(before - self.bytes, self.budget.max) {
+            self.budget.freed.notify_waiters();
+        }
     }
 }
 

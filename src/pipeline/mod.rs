@@ -6,27 +6,36 @@
 //!       │                                            │ no ordering key: a task each
 //!       │                                            │ ordering key: the key's sequencer
 //!       │                                            ▼
-//!       │                               process: decode → plan → publish
-//!       │                                            │
+//!       │                               process: decode → plan → publish ──┐
+//!       │                                            │      failed: backoff, │ retry in place
+//!       │                                            │      judged by        │ (retry_budget)
+//!       │                                            │      retry_budget  <──┘
 //!       │            ack (batched) <─── success / dead letter written
-//!       │            nack(backoff) <─── transient failure, retry action, dead-letter write failed
+//!       │            nack          <─── drain (held or in backoff), dead-letter write failed
 //!  lease keeper extends leases of everything in flight
+//!  intake gate: pollers wait while a target's circuit is open (targets::guard)
 //! ```
 //!
 //! `max_in_flight` permits bound the messages held at once, whatever the batch size: a poller
-//! only asks for as many messages as it holds permits. Shutdown (the future given to
-//! [`Worker::run`]) stops receiving, releases queued-but-unstarted messages with `nack(0)`,
-//! gives in-flight ones `drain_timeout` to finish, flushes acks and publishes, and returns.
+//! only asks for as many messages as it holds permits, and receives only while the body bytes
+//! held are under `max_in_flight_bytes` ([`byte_budget`]). Shutdown (the future given to
+//! [`Worker::run`]) stops receiving (a receive under way is awaited and what it brings
+//! released), releases queued-but-unstarted messages with `nack(0)`, gives in-flight ones
+//! until `drain_timeout` after the signal, flushes acks and publishes within [`DRAIN_GRACE`],
+//! and returns; a second signal ([`Worker::run_with_abort`]) releases everything held at once.
 
 pub mod acker;
 pub mod backoff;
 pub mod batch;
 pub mod byte_budget;
+pub mod circuit;
 pub mod dead_letters;
 pub mod intake;
 pub mod lease;
 pub mod own_attributes;
 pub mod process;
+pub mod rate_limit;
+pub mod retry_budget;
 pub mod sequencer;
 pub mod settings;
 pub mod stats;
@@ -39,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veltrix_queue::{Delivery, Publisher, QueueError, Received, Source, SourceInfo};
@@ -56,6 +65,7 @@ use crate::pipeline::stats::{Stats, Summary};
 use crate::rules::RuleSet;
 use crate::sandbox::{Sandbox, StartError};
 use crate::targets::batching::BatchingPublisher;
+use crate::targets::guard::{IntakeGate, TargetGuard};
 
 /// First delay after a failed receive (doubles up to [`MAX_RECEIVE_RETRY_DELAY`]).
 pub const RECEIVE_RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -110,6 +120,11 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Where transforms run (`None` when no rule transforms).
     pub sandbox: Option<Arc<Sandbox>>,
+    /// Whether pollers may receive (not while a target is in an outage).
+    pub intake: IntakeGate,
+    /// Cancelled when the drain starts: messages held for a target or waiting out a backoff
+    /// are released then.
+    pub draining: CancellationToken,
 }
 
 /// A message received and holding an in-flight permit and a lease.
@@ -219,13 +234,28 @@ impl Worker {
             LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
         let backlog_task = tokio::spawn(watch_backlog(source.clone(), stats.clone(), stop_keeper.clone()));
         let (acks, acker) = Acker::spawn(source.clone(), stats.clone(), settings.ack_linger);
-        let targets: Vec<BatchingPublisher> = targets
-            .into_iter()
+        let intake_changed = Arc::new(Notify::new());
+        let guards: Vec<Arc<TargetGuard>> = targets
+            .iter()
             .enumerate()
-            .map(|(index, (name, publisher))| {
-                BatchingPublisher::spawn(name, index, publisher, settings.publish_linger, stats.clone())
+            .map(|(index, (name, _))| {
+                Arc::new(TargetGuard::new(
+                    name,
+                    settings.target_limits(index),
+                    intake_changed.clone(),
+                ))
             })
             .collect();
+        let intake = IntakeGate::new(guards.clone(), intake_changed);
+        let targets: Vec<BatchingPublisher> = targets
+            .into_iter()
+            .zip(guards)
+            .enumerate()
+            .map(|(index, ((name, publisher), guard))| {
+                BatchingPublisher::spawn(name, index, publisher, guard, settings.publish_linger, stats.clone())
+            })
+            .collect();
+        let draining = CancellationToken::new();
         let ctx = Arc::new(Context {
             source_info,
             health: health.clone(),
@@ -237,8 +267,9 @@ impl Worker {
             acks,
             stats: stats.clone(),
             sandbox,
+            intake,
+            draining: draining.clone(),
         });
-        let draining = CancellationToken::new();
         let tasks = TaskTracker::new();
         let sequencer: Arc<Sequencer<Work>> = Arc::default();
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
@@ -415,6 +446,16 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
     let mut failure_delay = RECEIVE_RETRY_DELAY;
     let mut empty_in_a_row = 0u32;
     loop {
+        if let Some(reason) = ctx.intake.paused_for() {
+            // A target is in an outage: receive nothing (messages stay in the queue, where
+            // their delivery counts are not spent) until its circuit closes.
+            ctx.health.set_intake_paused(Some(reason));
+            let open = ctx.intake.wait_open(&draining).await;
+            ctx.health.set_intake_paused(None);
+            if !open {
+                return Ok(());
+            }
+        }
         let first = tokio::select! {
             biased;
             _ = draining.cancelled() => return Ok(()),

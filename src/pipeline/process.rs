@@ -1,8 +1,12 @@
-//! Processing one delivery: decode, plan, publish, then settle (ack, nack or dead-letter).
+//! Processing one delivery: decode, plan, publish, then settle (ack or dead-letter), retrying
+//! in place in between.
 //!
 //! The rule that keeps messages safe: a message is acked only after every forward succeeded,
-//! or after it was written to the dead-letter target. Any other path nacks it, so the queue
-//! delivers it again.
+//! or after it was written to the dead-letter target. A failed attempt keeps the message held
+//! (lease extended) through its backoff and tries again ([`retry_budget`] decides what counts);
+//! sends wait while a target's circuit is open or it throttles ([`Delivered`]). Any path that
+//! gives up on the message (the drain, a dead-letter target refusing it) nacks it, so the
+//! queue delivers it again.
 
 use crate::observe::events::{DeadLetterWriteFailed, DeadLettered, LogEvent, NackFailed, RetryScheduled};
 use std::time::Duration;
@@ -12,8 +16,10 @@ use veltrix_queue::file::{LINE_BYTES_ATTRIBUTE, RECORD_ERROR_ATTRIBUTE};
 use veltrix_queue::{Delivery, OutboundMessage};
 
 use crate::pipeline::dead_letters::{dead_letter_message, Envelope};
+use crate::pipeline::retry_budget::{self, Verdict};
 use crate::pipeline::{own_attributes, Context};
 use crate::rules::plan::{DeadLetter, Disposition, ForwardBody, Outcome, Plan, Reason};
+use crate::targets::batching::Delivered;
 
 pub use crate::pipeline::dead_letters::{
     ATTR_ATTEMPTS, ATTR_ERROR, ATTR_FAILED_AT, ATTR_MESSAGE_ID, ATTR_REASON, ATTR_RULE, ATTR_SOURCE, ATTR_TRIMMED,
@@ -37,12 +43,24 @@ pub fn plan_for(ctx: &Context, d: &Delivery) -> Plan {
         .plan_message(&d.body, &d.attributes, &ctx.source_info, d.delivery_attempt)
 }
 
-/// What the publishes of a plan amounted to.
-enum Step {
-    Ack(Outcome),
-    /// Retry with backoff, but not sooner than the given delay (a target's `Retry-After`).
-    Retry(Option<Duration>),
+/// How one attempt at a message ended.
+enum Attempt {
+    /// Every forward was written (or there were none): the plan's disposition decides.
+    Done,
+    /// A target refused the message for good.
     DeadLetter(DeadLetter),
+    /// A forward failed transiently while its target was otherwise healthy; `epochs` are the
+    /// failed targets' circuit epochs at the send (an outage since then forgives the failure).
+    TargetFailed {
+        error: String,
+        not_before: Option<Duration>,
+        epochs: Vec<(usize, u64)>,
+    },
+    /// The message itself needs another attempt whatever the targets do (a rule's `retry`
+    /// action, a transform the sandbox could not run).
+    Again(String),
+    /// The drain started while the message was held for a target.
+    Interrupted,
 }
 
 /// Processes one delivery to the end.
@@ -81,42 +99,122 @@ pub fn unreadable(max_body_bytes: usize, d: &Delivery) -> Option<DeadLetter> {
     })
 }
 
+/// Tries the message until it is acked or dead-lettered, retrying in place: it stays held
+/// (leased, its ordering key waiting) through its backoff, and only its own failures count
+/// ([`retry_budget`]). `delivery_attempt` becomes the worker's attempt number: 1 + the
+/// message's own failures so far.
 async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
+    // Past this the lease keeper stops extending the message: held any longer, it would be
+    // delivered again while still held here, so it goes back to the queue instead.
+    let hold_until = tokio::time::Instant::now() + ctx.settings.max_lease;
     own_attributes::rename_at_ingress(&mut d.attributes);
+    d.delivery_attempt = 1;
     if let Some(dl) = unreadable(ctx.settings.max_body_bytes, &d) {
-        return dead_letter(ctx, d, &dl).await;
+        return dead_letter(ctx, d, &dl, hold_until).await;
     }
-    let mut plan = plan_for(ctx, &d);
-    for &rule in &plan.matched {
-        ctx.stats.rule_matched(rule);
-    }
-    if let Some(error) = run_transforms(ctx, &mut plan).await {
+    let mut failures = 0u32;
+    // Forwards already written, as (rule, action): a retry sends only the others.
+    let mut sent: Vec<(usize, usize)> = Vec::new();
+    let mut first = true;
+    loop {
+        d.delivery_attempt = failures.saturating_add(1);
+        let mut plan = plan_for(ctx, &d);
+        if first {
+            first = false;
+            for &rule in &plan.matched {
+                ctx.stats.rule_matched(rule);
+            }
+        }
+        let attempt = match run_transforms(ctx, &mut plan).await {
+            Some(error) => Attempt::Again(error),
+            None => run_forwards(ctx, &d, &plan, &mut sent, hold_until).await,
+        };
+        let (error, not_before, epochs) = match attempt {
+            Attempt::Done => match plan.disposition.clone() {
+                Disposition::Ack => {
+                    ctx.acks.ack(d.token);
+                    ctx.stats.settled(plan.outcome());
+                    return Settled::Acked;
+                }
+                Disposition::DeadLetter(dl) => return dead_letter(ctx, d, &dl, hold_until).await,
+                Disposition::Retry { rule } => {
+                    let name = &ctx.rules.rules()[rule].name;
+                    (format!("rule `{name}` asked for a retry"), None, None)
+                }
+            },
+            Attempt::Again(error) => (error, None, None),
+            Attempt::TargetFailed {
+                error,
+                not_before,
+                epochs,
+            } => (error, not_before, Some(epochs)),
+            Attempt::DeadLetter(dl) => return dead_letter(ctx, d, &dl, hold_until).await,
+            Attempt::Interrupted => return release(ctx, d, Duration::ZERO).await,
+        };
+        // A failure that is the message's own whatever the targets do counts now; one on a
+        // target is judged after the backoff, when an outage would have shown.
+        if epochs.is_none() {
+            if let Verdict::Exhausted { failures: f } = retry_budget::count(failures, plan.max_attempts) {
+                d.delivery_attempt = f;
+                return dead_letter(ctx, d, &exhausted(f, plan.max_attempts, &error), hold_until).await;
+            }
+        }
         RetryScheduled {
             message_id: d.id.clone(),
             attempt: d.delivery_attempt,
             error: error.clone(),
         }
         .emit();
-        return retry(ctx, d, None).await;
-    }
-    let step = run_forwards(ctx, &d, &plan).await;
-    let step = match step {
-        Some(step) => step,
-        None => match plan.disposition.clone() {
-            Disposition::Ack => Step::Ack(plan.outcome()),
-            Disposition::Retry { .. } => Step::Retry(None),
-            Disposition::DeadLetter(dl) => Step::DeadLetter(dl),
-        },
-    };
-    match step {
-        Step::Ack(outcome) => {
-            ctx.acks.ack(d.token);
-            ctx.stats.settled(outcome);
-            Settled::Acked
+        let backoff = ctx.settings.retry.delay(d.delivery_attempt, fastrand::f64());
+        let delay = not_before.map_or(backoff, |n| n.max(backoff));
+        let until = tokio::time::Instant::now() + delay;
+        if until >= hold_until {
+            return release(ctx, d, delay).await;
         }
-        Step::Retry(not_before) => retry(ctx, d, not_before).await,
-        Step::DeadLetter(dl) => dead_letter(ctx, d, &dl).await,
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = ctx.draining.cancelled() => {
+                // Waiting out a backoff at the drain: back to the queue for the rest of it.
+                let rest = until.saturating_duration_since(tokio::time::Instant::now());
+                return release(ctx, d, rest).await;
+            }
+        }
+        let verdict = match epochs {
+            None => retry_budget::count(failures, plan.max_attempts),
+            Some(epochs) => {
+                let outage = epochs
+                    .iter()
+                    .any(|&(target, epoch)| ctx.targets[target].guard().epoch() != epoch);
+                retry_budget::judge(failures, plan.max_attempts, outage)
+            }
+        };
+        match verdict {
+            Verdict::Forgiven => ctx.stats.settled(Outcome::Retry),
+            Verdict::Counted { failures: f } => {
+                failures = f;
+                ctx.stats.settled(Outcome::Retry);
+            }
+            Verdict::Exhausted { failures: f } => {
+                d.delivery_attempt = f;
+                return dead_letter(ctx, d, &exhausted(f, plan.max_attempts, &error), hold_until).await;
+            }
+        }
     }
+}
+
+/// The dead letter of a message whose budget is spent.
+fn exhausted(failures: u32, max_attempts: u32, error: &str) -> DeadLetter {
+    DeadLetter {
+        reason: Reason::RetryBudgetExhausted,
+        rule: None,
+        error: format!("attempt {failures} of {max_attempts} failed: {error}"),
+    }
+}
+
+/// Gives the message back to the queue (after `delay`) without counting anything against it.
+async fn release(ctx: &Context, d: Delivery, delay: Duration) -> Settled {
+    ctx.stats.released(1);
+    nack_after(ctx, d, delay).await
 }
 
 /// Runs the plan's pending transforms in the sandbox, all at once. Returns an error when the
@@ -139,74 +237,88 @@ async fn run_transforms(ctx: &Context, plan: &mut Plan) -> Option<String> {
     plan.apply_transform_outputs(ctx.rules.rules(), outputs)
 }
 
-/// Publishes every forward; returns a step when a failure overrides the plan's disposition.
-async fn run_forwards(ctx: &Context, d: &Delivery, plan: &Plan) -> Option<Step> {
-    if plan.forwards.is_empty() {
-        return None;
-    }
-    let sends = plan.forwards.iter().map(|f| {
+/// Publishes every forward not yet in `sent` (adding the ones written to it).
+async fn run_forwards(
+    ctx: &Context,
+    d: &Delivery,
+    plan: &Plan,
+    sent: &mut Vec<(usize, usize)>,
+    hold_until: tokio::time::Instant,
+) -> Attempt {
+    let pending = plan.forwards.iter().filter(|f| !sent.contains(&(f.rule, f.action)));
+    let sends = pending.map(|f| {
         let rule = &ctx.rules.rules()[f.rule];
-        let body = match &f.body {
-            ForwardBody::Original => d.body.clone(),
-            ForwardBody::Transformed(bytes) => Bytes::from(bytes.clone()),
-            ForwardBody::Pending(_) => unreachable!("transforms ran before the forwards"),
-        };
-        let mut attributes = d.attributes.clone();
-        attributes.insert(ATTR_MESSAGE_ID, d.id.clone());
-        attributes.insert(ATTR_RULE, rule.name.clone());
-        attributes.insert(ATTR_ATTEMPT, d.delivery_attempt.to_string());
-        let message = OutboundMessage {
-            body,
-            attributes,
-            ordering_key: d.ordering_key.clone(),
-            // Unique per message, rule and action: two forwards of one message to one FIFO
-            // queue are two messages, and a redelivery of the same forward is de-duplicated.
-            dedup_id: Some(format!("{}:{}:{}", d.id, rule.name, f.action)),
-        };
         let target = &ctx.targets[f.target];
-        async move { (rule.name.as_str(), target.name(), target.send(message).await) }
+        let make = move || {
+            let body = match &f.body {
+                ForwardBody::Original => d.body.clone(),
+                ForwardBody::Transformed(bytes) => Bytes::from(bytes.clone()),
+                ForwardBody::Pending(_) => unreachable!("transforms ran before the forwards"),
+            };
+            let mut attributes = d.attributes.clone();
+            attributes.insert(ATTR_MESSAGE_ID, d.id.clone());
+            attributes.insert(ATTR_RULE, rule.name.clone());
+            attributes.insert(ATTR_ATTEMPT, d.delivery_attempt.to_string());
+            OutboundMessage {
+                body,
+                attributes,
+                ordering_key: d.ordering_key.clone(),
+                // Unique per message, rule and action: two forwards of one message to one FIFO
+                // queue are two messages, and a redelivery of the same forward is de-duplicated.
+                dedup_id: target
+                    .uses_dedup_ids()
+                    .then(|| format!("{}:{}:{}", d.id, rule.name, f.action)),
+            }
+        };
+        async move {
+            (
+                f,
+                rule.name.as_str(),
+                target.name(),
+                target.deliver(make, &ctx.draining, hold_until).await,
+            )
+        }
     });
     let results = futures::future::join_all(sends).await;
     let mut transient: Option<String> = None;
     let mut not_before: Option<Duration> = None;
-    for (rule, target, result) in results {
-        if let Err(e) = result {
-            let what = format!("rule `{rule}`: target `{target}`: {e}");
-            if !e.is_transient() {
-                return Some(Step::DeadLetter(DeadLetter {
-                    reason: Reason::TargetRejected,
-                    rule: Some(rule.to_string()),
-                    error: what,
-                }));
+    let mut epochs = Vec::new();
+    let mut interrupted = false;
+    let mut refused = None;
+    for (f, rule, target, delivered) in results {
+        match delivered {
+            Delivered::Sent => sent.push((f.rule, f.action)),
+            Delivered::Interrupted => interrupted = true,
+            Delivered::Failed { error, epoch } => {
+                let what = format!("rule `{rule}`: target `{target}`: {error}");
+                if !error.is_transient() {
+                    refused.get_or_insert(DeadLetter {
+                        reason: Reason::TargetRejected,
+                        rule: Some(rule.to_string()),
+                        error: what,
+                    });
+                    continue;
+                }
+                transient.get_or_insert(what);
+                not_before = not_before.max(error.retry_after);
+                epochs.push((f.target, epoch));
             }
-            transient.get_or_insert(what);
-            not_before = not_before.max(e.retry_after);
         }
     }
-    let error = transient?;
-    if d.delivery_attempt >= plan.max_attempts {
-        return Some(Step::DeadLetter(DeadLetter {
-            reason: Reason::RetryBudgetExhausted,
-            rule: None,
-            error: format!(
-                "attempt {} of {} failed: {error}",
-                d.delivery_attempt, plan.max_attempts
-            ),
-        }));
+    if let Some(dl) = refused {
+        return Attempt::DeadLetter(dl);
     }
-    RetryScheduled {
-        message_id: d.id.clone(),
-        attempt: d.delivery_attempt,
-        error: error.to_string(),
+    if interrupted {
+        return Attempt::Interrupted;
     }
-    .emit();
-    Some(Step::Retry(not_before))
-}
-
-async fn retry(ctx: &Context, d: Delivery, not_before: Option<Duration>) -> Settled {
-    let settled = nack_with_backoff(ctx, d, not_before).await;
-    ctx.stats.settled(Outcome::Retry);
-    settled
+    match transient {
+        Some(error) => Attempt::TargetFailed {
+            error,
+            not_before,
+            epochs,
+        },
+        None => Attempt::Done,
+    }
 }
 
 /// Nacks with the backoff for this attempt (but not sooner than `not_before`); the message is
@@ -234,12 +346,17 @@ async fn nack_after(ctx: &Context, d: Delivery, delay: Duration) -> Settled {
 /// attribute it cannot take) gets a smaller envelope ([`Envelope`]); when even the smallest is
 /// refused, or the write fails transiently, the message is nacked (the longest backoff for a
 /// permanent refusal: the provider's own redrive policy ends it) and never acked unwritten.
-async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
+async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter, hold_until: tokio::time::Instant) -> Settled {
     let mut level = Envelope::Full;
     loop {
-        let message = dead_letter_message(&ctx.source_info, &d, dl, level);
-        let error = match ctx.targets[ctx.dead_letter].send(message).await {
-            Ok(()) => {
+        let make = || dead_letter_message(&ctx.source_info, &d, dl, level);
+        let error = match ctx.targets[ctx.dead_letter]
+            .deliver(make, &ctx.draining, hold_until)
+            .await
+        {
+            Delivered::Interrupted => return release(ctx, d, Duration::ZERO).await,
+            Delivered::Failed { error, .. } => error,
+            Delivered::Sent => {
                 DeadLettered {
                     message_id: d.id.clone(),
                     reason: dl.reason.to_string(),
@@ -251,7 +368,6 @@ async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter) -> Settled {
                 ctx.stats.dead_lettered(&dl.reason.to_string());
                 return Settled::Acked;
             }
-            Err(e) => e,
         };
         let permanent = !error.is_transient();
         DeadLetterWriteFailed {

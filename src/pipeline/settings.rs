@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::pipeline::backoff::RetryPolicy;
+use crate::pipeline::circuit::CircuitSettings;
 use crate::sandbox::SandboxSettings;
 
 /// Default `max_body_bytes` (the SQS limit, 1 MiB).
@@ -35,6 +36,27 @@ pub struct Settings {
     pub max_in_flight_bytes: usize,
     /// Where and with which budgets transforms run.
     pub sandbox: SandboxSettings,
+    /// Circuit, concurrency and rate per target, by target index (targets beyond the end use
+    /// [`TargetLimits::default`]).
+    pub target_limits: Vec<TargetLimits>,
+}
+
+/// How much a target is sent, and when it stops being sent to.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TargetLimits {
+    /// Its circuit breaker.
+    pub circuit: CircuitSettings,
+    /// Messages being sent to it at once (`None`: only `max_in_flight` bounds them).
+    pub max_concurrency: Option<usize>,
+    /// Messages per second (`None`: no configured limit; throttling still slows it down).
+    pub rate_per_sec: Option<f64>,
+}
+
+impl Settings {
+    /// The limits of target `index`.
+    pub fn target_limits(&self, index: usize) -> TargetLimits {
+        self.target_limits.get(index).copied().unwrap_or_default()
+    }
 }
 
 impl Default for Settings {
@@ -54,6 +76,7 @@ impl Default for Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             sandbox: SandboxSettings::default(),
+            target_limits: Vec::new(),
         }
     }
 }

@@ -39,7 +39,7 @@ pub struct Summary {
     pub acked_unmatched: u64,
     /// Messages written to the dead-letter target, then acked.
     pub dead_lettered: u64,
-    /// Deliveries nacked for a later retry.
+    /// Failed attempts retried (in place: the message stays held through its backoff).
     pub retried: u64,
     /// Dead-letter writes that failed (the message was nacked and comes back).
     pub dead_letter_failures: u64,

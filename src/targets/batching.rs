@@ -6,35 +6,60 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use veltrix_queue::{OutboundMessage, Publisher, QueueError};
 
 use crate::observe::metrics::PublishResult;
 use crate::pipeline::batch::{spawn_batcher, Batcher};
 use crate::pipeline::stats::Stats;
+use crate::targets::guard::{AfterResult, TargetGuard};
 
 /// Publish calls in flight at once per target.
 pub const PUBLISH_CONCURRENCY: usize = 16;
 
 type Pending = (OutboundMessage, oneshot::Sender<Result<(), QueueError>>);
 
+/// How [`BatchingPublisher::deliver`] ended.
+#[derive(Debug)]
+pub enum Delivered {
+    /// Written.
+    Sent,
+    /// Failed because of this message: refused for good, or failed transiently while the
+    /// target was otherwise healthy. `epoch` is the target circuit's epoch when it was sent
+    /// (see [`crate::pipeline::retry_budget`]).
+    Failed {
+        /// Why.
+        error: QueueError,
+        /// The circuit's epoch at the send.
+        epoch: u64,
+    },
+    /// The worker is draining, or the message was held past its longest hold, while it
+    /// waited for the target (circuit open, throttled): release it.
+    Interrupted,
+}
+
 /// One target, batched.
 pub struct BatchingPublisher {
     name: String,
     description: String,
+    dedup_ids: bool,
+    guard: Arc<TargetGuard>,
     tx: UnboundedSender<Pending>,
     batcher: Batcher,
 }
 
 impl BatchingPublisher {
-    /// Starts the batch task for `publisher`.
+    /// Starts the batch task for `publisher`, sending through `guard`.
     pub fn spawn(
         name: String,
         index: usize,
         publisher: Arc<dyn Publisher>,
+        guard: Arc<TargetGuard>,
         linger: Duration,
         stats: Arc<Stats>,
     ) -> Self {
         let description = publisher.describe();
+        let dedup_ids = publisher.uses_dedup_ids();
         let max = publisher.max_batch();
         let (tx, batcher) = spawn_batcher(max, linger, PUBLISH_CONCURRENCY, move |batch: Vec<Pending>| {
             let publisher = publisher.clone();
@@ -58,6 +83,7 @@ impl BatchingPublisher {
                 for r in &results {
                     let result = match r {
                         Ok(()) => PublishResult::Ok,
+                        Err(e) if e.is_throttled() => PublishResult::Throttled,
                         Err(e) if e.is_transient() => PublishResult::Transient,
                         Err(_) => PublishResult::Permanent,
                     };
@@ -74,9 +100,49 @@ impl BatchingPublisher {
         Self {
             name,
             description,
+            dedup_ids,
+            guard,
             tx,
             batcher,
         }
+    }
+
+    /// The target's guard (circuit, rate, concurrency).
+    pub fn guard(&self) -> &TargetGuard {
+        &self.guard
+    }
+
+    /// Sends the message `make` builds through the target's guard: waits while the circuit is
+    /// open or the target throttles, sends again what failed in an outage or was throttled,
+    /// and returns once it was written, failed because of itself, or `stop` fired (or
+    /// `give_up_at` passed) while it was held.
+    pub async fn deliver(
+        &self,
+        make: impl Fn() -> OutboundMessage,
+        stop: &CancellationToken,
+        give_up_at: tokio::time::Instant,
+    ) -> Delivered {
+        loop {
+            let Some(ticket) = self.guard.admit(stop, give_up_at).await else {
+                return Delivered::Interrupted;
+            };
+            let epoch = ticket.epoch();
+            let result = self.send(make()).await;
+            match self.guard.record(ticket, &result) {
+                AfterResult::Hold => continue,
+                AfterResult::Settle => {
+                    return match result {
+                        Ok(()) => Delivered::Sent,
+                        Err(error) => Delivered::Failed { error, epoch },
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the target reads de-duplication ids (SQS FIFO).
+    pub fn uses_dedup_ids(&self) -> bool {
+        self.dedup_ids
     }
 
     /// The target's configured name.

@@ -271,11 +271,7 @@ impl HttpTarget {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
         let quoted = read_prefix(response, ERROR_BODY_BYTES).await;
-        let class = if is_transient_status(status) {
-            ErrorClass::Transient
-        } else {
-            ErrorClass::Permanent
-        };
+        let class = status_class(status, retry_after.is_some());
         Err(QueueError {
             class,
             message: format!("POST {} returned {status}: {quoted}", self.shown),
@@ -303,6 +299,19 @@ async fn read_prefix(mut response: reqwest::Response, max: usize) -> String {
 /// 408, 429 and 5xx are worth retrying; other non-2xx statuses are not.
 pub fn is_transient_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The class of a non-2xx, non-3xx answer: 429, or a retryable status with `Retry-After`, is
+/// throttling (the target slows down, the message is not blamed); other 408/5xx are transient;
+/// the rest permanent.
+pub fn status_class(status: StatusCode, has_retry_after: bool) -> ErrorClass {
+    if status == StatusCode::TOO_MANY_REQUESTS || (has_retry_after && is_transient_status(status)) {
+        ErrorClass::Throttled
+    } else if is_transient_status(status) {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    }
 }
 
 /// The error's cause chain, without the URL reqwest puts in it (it may hold secrets).
@@ -368,6 +377,19 @@ mod tests {
 
     #[test]
     fn status_classes() {
+        assert_eq!(
+            status_class(StatusCode::TOO_MANY_REQUESTS, false),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            status_class(StatusCode::SERVICE_UNAVAILABLE, true),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            status_class(StatusCode::SERVICE_UNAVAILABLE, false),
+            ErrorClass::Transient
+        );
+        assert_eq!(status_class(StatusCode::BAD_REQUEST, true), ErrorClass::Permanent);
         for s in [408, 429, 500, 502, 503, 504] {
             assert!(is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }

@@ -1,6 +1,7 @@
 //! Targets: building publishers from config, and batching what the pipeline sends them.
 
 pub mod batching;
+pub mod guard;
 pub mod http;
 
 use std::sync::Arc;

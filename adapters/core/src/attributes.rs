@@ -22,87 +22,132 @@ pub const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpo
 /// The data type of a plain text attribute.
 pub const STRING_TYPE: &str = "String";
 
-/// One attribute value and its data type.
+/// One attribute value and its data type. As small as a `String` (the common plain case is
+/// one); typed values live behind a box.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttributeValue(Repr);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AttributeValue {
-    /// Text. `data_type` is `None` for the plain `String` type (every Pub/Sub and file
-    /// attribute), otherwise the SQS data type: `Number`, `String.label`, `Number.label`.
-    Text {
-        /// The value.
-        value: String,
-        /// The SQS data type when it is not plain `String`.
-        data_type: Option<String>,
-    },
-    /// Bytes: SQS `Binary` or `Binary.label`.
-    Binary {
-        /// The value.
-        value: Bytes,
-        /// The full SQS data type (`Binary` or `Binary.label`).
-        data_type: String,
-    },
+enum Repr {
+    /// A plain `String` attribute (every Pub/Sub and file attribute).
+    Plain(String),
+    /// Any other SQS data type.
+    Typed(Box<Typed>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Typed {
+    data_type: String,
+    data: Data,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Data {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// The value of an attribute: text (`String`, `Number` types) or bytes (`Binary` types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeData<'a> {
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Binary(&'a Bytes),
+}
+
+impl std::fmt::Debug for AttributeValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Repr::Plain(v) => write!(f, "{v:?}"),
+            Repr::Typed(t) => write!(f, "{}({:?})", t.data_type, t.data),
+        }
+    }
 }
 
 impl AttributeValue {
     /// A plain `String` attribute.
     pub fn string(value: impl Into<String>) -> Self {
-        AttributeValue::Text {
-            value: value.into(),
-            data_type: None,
-        }
+        AttributeValue(Repr::Plain(value.into()))
     }
 
     /// A text attribute of an SQS data type (`String`, `Number`, `Number.int`, `String.x`…).
     pub fn typed_text(data_type: impl Into<String>, value: impl Into<String>) -> Self {
         let data_type = data_type.into();
-        AttributeValue::Text {
-            value: value.into(),
-            data_type: (data_type != STRING_TYPE).then_some(data_type),
+        if data_type == STRING_TYPE {
+            return Self::string(value);
         }
+        AttributeValue(Repr::Typed(Box::new(Typed {
+            data_type,
+            data: Data::Text(value.into()),
+        })))
     }
 
     /// A binary attribute (`Binary` or `Binary.label`).
     pub fn binary(data_type: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        AttributeValue::Binary {
-            value: value.into(),
+        AttributeValue(Repr::Typed(Box::new(Typed {
             data_type: data_type.into(),
-        }
+            data: Data::Binary(value.into()),
+        })))
     }
 
     /// The SQS data type name: `String` for plain text.
     pub fn data_type(&self) -> &str {
-        match self {
-            AttributeValue::Text { data_type, .. } => data_type.as_deref().unwrap_or(STRING_TYPE),
-            AttributeValue::Binary { data_type, .. } => data_type,
+        match &self.0 {
+            Repr::Plain(_) => STRING_TYPE,
+            Repr::Typed(t) => &t.data_type,
+        }
+    }
+
+    /// The value: text or bytes.
+    pub fn data(&self) -> AttributeData<'_> {
+        match &self.0 {
+            Repr::Plain(v) => AttributeData::Text(v),
+            Repr::Typed(t) => match &t.data {
+                Data::Text(v) => AttributeData::Text(v),
+                Data::Binary(b) => AttributeData::Binary(b),
+            },
         }
     }
 
     /// True for a plain `String` attribute (what Pub/Sub, files and HTTP headers carry).
     pub fn is_plain_string(&self) -> bool {
-        matches!(self, AttributeValue::Text { data_type: None, .. })
+        matches!(self.0, Repr::Plain(_))
     }
 
     /// The text of a text attribute; `None` for binary ones.
     pub fn as_str(&self) -> Option<&str> {
-        match self {
-            AttributeValue::Text { value, .. } => Some(value),
-            AttributeValue::Binary { .. } => None,
+        match self.data() {
+            AttributeData::Text(v) => Some(v),
+            AttributeData::Binary(_) => None,
+        }
+    }
+
+    /// The text of a text attribute, taken; `None` for binary ones.
+    pub fn into_text(self) -> Option<String> {
+        match self.0 {
+            Repr::Plain(v) => Some(v),
+            Repr::Typed(t) => match t.data {
+                Data::Text(v) => Some(v),
+                Data::Binary(_) => None,
+            },
         }
     }
 
     /// The value as one string, as patterns and transforms see it: the text, or base64 of
     /// the bytes of a binary attribute.
     pub fn text_form(&self) -> Cow<'_, str> {
-        match self {
-            AttributeValue::Text { value, .. } => Cow::Borrowed(value),
-            AttributeValue::Binary { value, .. } => Cow::Owned(BASE64.encode(value)),
+        match self.data() {
+            AttributeData::Text(v) => Cow::Borrowed(v),
+            AttributeData::Binary(b) => Cow::Owned(BASE64.encode(b)),
         }
     }
 
     /// Bytes of the value (text or binary).
     pub fn value_len(&self) -> usize {
-        match self {
-            AttributeValue::Text { value, .. } => value.len(),
-            AttributeValue::Binary { value, .. } => value.len(),
+        match self.data() {
+            AttributeData::Text(v) => v.len(),
+            AttributeData::Binary(b) => b.len(),
         }
     }
 
@@ -262,6 +307,11 @@ mod tests {
         assert!(AttributeValue::string("x").is_plain_string());
         assert_eq!(AttributeValue::typed_text("Number.int", "7").data_type(), "Number.int");
         assert!(!AttributeValue::typed_text("Number", "7").is_plain_string());
+    }
+
+    #[test]
+    fn a_value_is_no_larger_than_a_string() {
+        assert_eq!(std::mem::size_of::<AttributeValue>(), std::mem::size_of::<String>());
     }
 
     #[test]

@@ -6,8 +6,11 @@ use std::fmt;
 /// Whether retrying an operation later can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Throttling, 5xx, timeouts, connection loss: retry with backoff.
+    /// 5xx, timeouts, connection loss: retry with backoff.
     Transient,
+    /// The other side asked to slow down (HTTP 429, `Retry-After`, a provider's throttling
+    /// error): retry later, at a lower rate; says nothing against the message.
+    Throttled,
     /// Bad input, payload too large, 4xx, missing permission: retrying cannot help.
     Permanent,
 }
@@ -16,6 +19,7 @@ impl fmt::Display for ErrorClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ErrorClass::Transient => "transient",
+            ErrorClass::Throttled => "throttled",
             ErrorClass::Permanent => "permanent",
         })
     }
@@ -46,6 +50,15 @@ impl QueueError {
         }
     }
 
+    /// A throttling error (retry later, slower).
+    pub fn throttled(message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::Throttled,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// A permanent error.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
@@ -55,9 +68,14 @@ impl QueueError {
         }
     }
 
-    /// True when retrying later may succeed.
+    /// True when retrying later may succeed (transient and throttling errors).
     pub fn is_transient(&self) -> bool {
-        self.class == ErrorClass::Transient
+        matches!(self.class, ErrorClass::Transient | ErrorClass::Throttled)
+    }
+
+    /// True when the other side asked to slow down.
+    pub fn is_throttled(&self) -> bool {
+        self.class == ErrorClass::Throttled
     }
 
     /// Builds an error from `err` and every error in its `source()` chain, joined with ": ".

@@ -30,7 +30,7 @@ pub mod packing;
 pub mod record;
 pub mod traits;
 
-pub use attributes::{AttributeValue, Attributes};
+pub use attributes::{AttributeData, AttributeValue, Attributes};
 pub use delivery::{AckToken, Delivery, OutboundMessage};
 pub use error::{ErrorClass, QueueError};
 pub use traits::{AckFailure, Publisher, Received, Source, SourceInfo, SourceLimits};

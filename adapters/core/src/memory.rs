@@ -128,6 +128,7 @@ struct State {
     bytes: usize,
     acked: u64,
     ack_calls: u64,
+    receive_calls: u64,
 }
 
 /// The token a memory queue hands out.
@@ -237,6 +238,11 @@ impl MemoryQueue {
             }
             changed.await;
         }
+    }
+
+    /// How many `receive` calls were made (to observe polling).
+    pub fn receive_calls(&self) -> u64 {
+        self.lock().receive_calls
     }
 
     /// How many `ack` calls were made (to observe batching).
@@ -512,6 +518,7 @@ impl Source for MemoryQueue {
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Received, QueueError> {
         self.simulate_latency().await;
+        self.lock().receive_calls += 1;
         let give_up_at = Instant::now() + wait;
         loop {
             // Register interest before looking, so a publish between the look and the wait

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::attributes::{AttributeValue, Attributes, BASE64};
+use crate::attributes::{AttributeData, AttributeValue, Attributes, BASE64};
 use crate::OutboundMessage;
 
 /// `body_encoding` of a body written as base64.
@@ -165,14 +165,13 @@ pub fn attributes_to_json(attributes: &Attributes) -> Map<String, Value> {
 
 /// One attribute value as JSON (see [`attributes_to_json`]).
 pub fn attribute_to_json(value: &AttributeValue) -> Value {
-    match value {
-        AttributeValue::Text { value, data_type: None } => Value::String(value.clone()),
-        AttributeValue::Text {
-            value,
-            data_type: Some(t),
-        } => serde_json::json!({ "data_type": t, "string_value": value }),
-        AttributeValue::Binary { value, data_type } => {
-            serde_json::json!({ "data_type": data_type, "binary_value": BASE64.encode(value) })
+    if value.is_plain_string() {
+        return Value::String(value.as_str().unwrap_or_default().to_string());
+    }
+    match value.data() {
+        AttributeData::Text(text) => serde_json::json!({ "data_type": value.data_type(), "string_value": text }),
+        AttributeData::Binary(bytes) => {
+            serde_json::json!({ "data_type": value.data_type(), "binary_value": BASE64.encode(bytes) })
         }
     }
 }

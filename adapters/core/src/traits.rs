@@ -105,6 +105,12 @@ pub trait Publisher: Send + Sync + 'static {
     /// its result is `Ok` (flushed to the OS for files; accepted by the service for queues).
     async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>>;
 
+    /// Whether this target reads [`OutboundMessage::dedup_id`] (SQS FIFO queues); callers
+    /// need not build ids for the others.
+    fn uses_dedup_ids(&self) -> bool {
+        false
+    }
+
     /// Longest a `publish` call may take before the caller gives up on it (every message of
     /// the batch then failed transiently). Targets with a configured timeout of their own
     /// return more than it.

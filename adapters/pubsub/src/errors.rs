@@ -74,6 +74,7 @@ pub fn classify(op: Operation, resource: &str, endpoint: Option<&str>, err: &Err
         ),
         Some(Code::Unauthenticated) => (ErrorClass::Permanent, Some(credentials_hint())),
         Some(code) if is_permanent(code) => (ErrorClass::Permanent, None),
+        Some(Code::ResourceExhausted) => (ErrorClass::Throttled, None),
         Some(_) => (ErrorClass::Transient, None),
         None if err.is_authentication() => (ErrorClass::Permanent, Some(credentials_hint())),
         None if err.is_connect() || err.is_io() || err.is_transport() || err.is_timeout() => {

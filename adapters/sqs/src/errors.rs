@@ -32,6 +32,22 @@ const PERMANENT_CODES: &[&str] = &[
     "KmsNotFound",
 ];
 
+/// Error codes that mean "slow down".
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "RequestThrottled",
+    "ThrottledException",
+    "KMS.ThrottlingException",
+    "OverLimit",
+    "SlowDown",
+];
+
+/// Whether an SQS error code is throttling.
+pub fn is_throttling_code(code: &str) -> bool {
+    THROTTLING_CODES.iter().any(|c| code == *c || code.ends_with(c))
+}
+
 /// Whether an SQS error code is permanent.
 pub fn is_permanent_code(code: &str) -> bool {
     PERMANENT_CODES.iter().any(|c| code == *c || code.ends_with(c))
@@ -50,6 +66,8 @@ where
             let message = e.message().unwrap_or("");
             let class = if is_permanent_code(code) {
                 ErrorClass::Permanent
+            } else if is_throttling_code(code) {
+                ErrorClass::Throttled
             } else {
                 ErrorClass::Transient
             };

@@ -126,7 +126,7 @@ fn delivery(m: &Message) -> Option<Delivery> {
     let mut body = Bytes::from(m.body().unwrap_or_default().to_string());
     packing::unpack(&mut attributes, &mut body);
     let ordering_key = match attributes.remove(ATTR_ORDERING_KEY) {
-        Some(AttributeValue::Text { value, .. }) => Some(value),
+        Some(v) if v.is_plain_string() => v.into_text(),
         Some(other) => {
             attributes.insert(ATTR_ORDERING_KEY, other);
             sys(MessageSystemAttributeName::MessageGroupId).map(str::to_string)

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
-use veltrix_queue::{packing, AttributeValue, ErrorClass, OutboundMessage, Publisher, QueueError};
+use veltrix_queue::{packing, AttributeData, AttributeValue, ErrorClass, OutboundMessage, Publisher, QueueError};
 
-use crate::errors::{classify, is_permanent_code};
+use crate::errors::{classify, is_permanent_code, is_throttling_code};
 use crate::limits::{MAX_ATTRIBUTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_ID_CHARS, MAX_MESSAGE_BYTES};
 
 /// The source message id veltrix adds to forwarded messages.
@@ -76,9 +76,9 @@ fn native_ok(name: &str, value: &AttributeValue) -> bool {
     if !is_sqs_attribute_name(name) || !is_sqs_data_type(value.data_type()) || value.is_empty() {
         return false;
     }
-    match value {
-        AttributeValue::Binary { data_type, .. } => data_type.starts_with("Binary"),
-        AttributeValue::Text { value: text, .. } => {
+    match value.data() {
+        AttributeData::Binary(_) => value.data_type().starts_with("Binary"),
+        AttributeData::Text(text) => {
             let base = value.data_type().split('.').next().unwrap_or("");
             text.chars().all(is_sqs_char)
                 && match base {
@@ -161,9 +161,9 @@ pub fn prepare(message: &OutboundMessage, fifo: bool) -> Result<Prepared, QueueE
 /// The SDK's attribute value.
 fn sdk_value(value: &AttributeValue) -> MessageAttributeValue {
     let builder = MessageAttributeValue::builder().data_type(value.data_type());
-    let builder = match value {
-        AttributeValue::Text { value, .. } => builder.string_value(value),
-        AttributeValue::Binary { value, .. } => builder.binary_value(Blob::new(value.to_vec())),
+    let builder = match value.data() {
+        AttributeData::Text(text) => builder.string_value(text),
+        AttributeData::Binary(bytes) => builder.binary_value(Blob::new(bytes.to_vec())),
     };
     builder.build().expect("data type is set")
 }
@@ -245,7 +245,9 @@ impl SqsTarget {
             Ok(out) => {
                 for f in out.failed() {
                     if let Some(i) = f.id().parse::<usize>().ok().filter(|i| *i < results.len()) {
-                        let class = if f.sender_fault() || is_permanent_code(f.code()) {
+                        let class = if is_throttling_code(f.code()) {
+                            ErrorClass::Throttled
+                        } else if f.sender_fault() || is_permanent_code(f.code()) {
                             ErrorClass::Permanent
                         } else {
                             ErrorClass::Transient
@@ -281,6 +283,10 @@ impl Publisher for SqsTarget {
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    fn uses_dedup_ids(&self) -> bool {
+        self.fifo
     }
 
     async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
