@@ -14,7 +14,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::{numbers, rules, run_until, settings, source, Targets, FORWARD_ALL};
 use tokio::time::Instant;
-use veltrix::pipeline::circuit::CircuitSettings;
 use veltrix::pipeline::settings::TargetLimits;
 use veltrix::pipeline::Worker;
 use veltrix_queue::memory::{MemoryQueue, MemoryQueueConfig};
@@ -326,13 +325,9 @@ async fn releases_at_drain_and_restarts_spend_nothing() {
             Answer::Fail
         }
     });
-    let limits = TargetLimits {
-        circuit: CircuitSettings {
-            failures: 100,
-            ..CircuitSettings::default()
-        },
-        ..TargetLimits::default()
-    };
+    // The target is down: its circuit opens and the failures are forgiven, so every release
+    // at a drain gives back a message with no failures of its own.
+    let limits = TargetLimits::default();
     // Twelve runs that each end (SIGTERM) in the middle of the messages' retries.
     for _ in 0..12 {
         let worker = worker_with(&src, &targets, &out, limits);
@@ -360,4 +355,62 @@ async fn releases_at_drain_and_restarts_spend_nothing() {
     })
     .await;
     assert!(targets.dlq.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_s_own_failures_survive_a_restart() {
+    let src = source("orders");
+    push_numbers(&src, 0..10);
+    let targets = Targets::new();
+    let out = Scripted::new(
+        targets.out.clone(),
+        |n, _| {
+            if n == 7 {
+                Answer::Fail
+            } else {
+                Answer::Accept
+            }
+        },
+    );
+    // Run 1: message 7 fails at 0 s and at 0.5 s (the first failure is counted after its
+    // backoff, when no outage showed), then the drain comes during the 1 s backoff.
+    let worker = worker_with(&src, &targets, &out, TargetLimits::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    assert_eq!(targets.out.len(), 9);
+    let held = src.snapshot();
+    assert_eq!(held.len(), 1);
+    // The released message carries its count (the failure still waiting to be judged at the
+    // drain is not counted: it could have been the start of an outage).
+    let carried = held[0].attributes.get_str("veltrix.failures").map(str::to_string);
+    assert_eq!(carried, Some(format!("1 {}", held[0].id)));
+    // Run 2 goes on from one failure: two more and the budget of 3 is spent.
+    let worker = worker_with(&src, &targets, &out, TargetLimits::default());
+    let dlq = targets.dlq.clone();
+    run_until(worker, Duration::from_secs(60), "message 7 dead-lettered", move || {
+        dlq.len() == 1
+    })
+    .await;
+    let dead = targets.dlq.snapshot();
+    assert_eq!(numbers(&dead), vec![7]);
+    assert_eq!(dead[0].attributes.get_str("veltrix.attempts"), Some("3"));
+    assert_eq!(
+        dead[0].attributes.get_str("veltrix.message_id"),
+        Some(held[0].id.as_str())
+    );
+    assert!(
+        !dead[0].attributes.contains_key("veltrix.failures"),
+        "the carried count never leaves the worker"
+    );
+    let tries = out.tries().iter().filter(|(_, n, _)| *n == 7).count();
+    assert_eq!(
+        tries, 4,
+        "2 tries before the restart, 2 after (a fresh budget would take 3)"
+    );
+    assert!(src.snapshot().is_empty());
 }

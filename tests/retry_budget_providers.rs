@@ -28,7 +28,7 @@ use veltrix_pubsub::emulator::EmulatorAdmin;
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
 use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::{Attributes, OutboundMessage, Publisher, Received, Source};
-use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+use veltrix_sqs::SqsTarget;
 
 /// How the handler answers one request: a status and an optional `Retry-After` (seconds).
 type Answer = (u16, Option<u64>);
@@ -126,11 +126,7 @@ fn worker(source: Arc<dyn Source>, addr: SocketAddr, dlq: &MemoryQueue) -> Worke
     Worker::new(
         source,
         rules(FORWARD_ALL),
-        vec![
-            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
-            ("dlq".into(), Arc::new(dlq.clone())),
-            ("out".into(), http(addr)),
-        ],
+        targets_with_out(dlq, http(addr)),
         1,
         fast_settings(),
     )
@@ -147,18 +143,7 @@ async fn sqs_queue(what: &str, fifo: bool) -> String {
 }
 
 async fn sqs_source(url: &str) -> Arc<dyn Source> {
-    Arc::new(
-        SqsSource::open(
-            localstack::client(),
-            SqsSourceOptions {
-                queue_url: url.to_string(),
-                visibility_timeout: None,
-                endpoint_url: Some(ENDPOINT.into()),
-            },
-        )
-        .await
-        .unwrap(),
-    )
+    Arc::new(localstack::try_open_source(url, None).await.unwrap())
 }
 
 fn numbered(n: u64, key: Option<&str>) -> OutboundMessage {
@@ -488,6 +473,59 @@ async fn twelve_restarts_during_a_backlog_spend_no_budget() {
     )
     .await;
     assert!(dlq.is_empty());
+    assert_sqs_empty(&url).await;
+    localstack::delete_queue(&localstack::client(), &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_failures_survive_a_restart_on_a_standard_queue() {
+    let url = sqs_queue("carry", false).await;
+    let mut poison = numbered(7, None);
+    poison.attributes.insert("tenant", "acme");
+    let mut messages: Vec<_> = (0..5).map(|n| numbered(n, None)).collect();
+    messages.push(poison);
+    sqs_publish(&url, messages).await;
+    let (addr, handler) = serve(|n, _| if n == 7 { (500, None) } else { (200, None) }).await;
+    let dlq = MemoryQueue::named("dlq");
+    let tries_of_7 = |h: &Handler| {
+        h.seen()
+            .into_iter()
+            .filter(|(_, n, _, _)| *n == 7)
+            .map(|(_, _, _, attempt)| attempt)
+            .collect::<Vec<_>>()
+    };
+    // Run 1 ends in the backoff after the second failure (0.5 s, then 1 s).
+    let h = handler.clone();
+    run_until_real(
+        worker(sqs_source(&url).await, addr, &dlq),
+        Duration::from_secs(30),
+        "two tries of message 7",
+        move || tries_of_7(&h).len() == 2 && h.accepted().len() == 5,
+    )
+    .await;
+    assert!(dlq.is_empty());
+    // Run 2 receives the re-sent message and goes on counting from there.
+    let d = dlq.clone();
+    run_until_real(
+        worker(sqs_source(&url).await, addr, &dlq),
+        Duration::from_secs(30),
+        "message 7 dead-lettered",
+        move || d.len() == 1,
+    )
+    .await;
+    assert_eq!(
+        tries_of_7(&handler),
+        ["1", "2", "2", "3"],
+        "the attempt number goes on across the restart (a fresh budget would try 3 more times)"
+    );
+    let dead = dlq.snapshot();
+    assert_eq!(numbers(&dead), vec![7]);
+    assert_eq!(dead[0].attributes.get_str("veltrix.attempts"), Some("3"));
+    assert_eq!(dead[0].attributes.get_str("tenant"), Some("acme"));
+    assert!(
+        !dead[0].attributes.contains_key("veltrix.failures"),
+        "the carried count never leaves the worker"
+    );
     assert_sqs_empty(&url).await;
     localstack::delete_queue(&localstack::client(), &url).await;
 }

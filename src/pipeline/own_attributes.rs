@@ -27,6 +27,41 @@ pub const ATTR_REPLAYS: &str = "veltrix.replays";
 /// `veltrix.*` attributes kept as they are at receive: counters the worker carries itself.
 pub const CARRIED: &[&str] = &[ATTR_REPLAYS];
 
+/// A released message's own failures so far, and the id it first had: `"<failures> <id>"`.
+/// The worker writes it when it gives a failed message back to a source that can carry it
+/// ([`veltrix_queue::Source::requeue`]) and takes it off at the next receive, so it never
+/// reaches a target.
+pub const ATTR_FAILURES: &str = "veltrix.failures";
+
+/// What [`ATTR_FAILURES`] carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedFailures {
+    /// The message's own failures before this delivery.
+    pub failures: u32,
+    /// The message id it had when it was first received (an SQS re-send gets a new one).
+    pub first_id: Option<String>,
+}
+
+/// Removes [`ATTR_FAILURES`] and returns what it carried (`None` when absent or unreadable,
+/// which counts as no failures).
+pub fn take_carried_failures(attributes: &mut Attributes) -> Option<CarriedFailures> {
+    let value = attributes.remove(ATTR_FAILURES)?;
+    let text = value.as_str()?;
+    let (count, id) = match text.split_once(' ') {
+        Some((count, id)) => (count, Some(id.to_string()).filter(|id| !id.is_empty())),
+        None => (text, None),
+    };
+    Some(CarriedFailures {
+        failures: count.parse().ok()?,
+        first_id: id,
+    })
+}
+
+/// The [`ATTR_FAILURES`] value for `failures` of the message first received as `id`.
+pub fn carried_failures_value(failures: u32, id: &str) -> String {
+    format!("{failures} {id}")
+}
+
 /// Moves producer-set `veltrix.*` attributes under [`UPSTREAM_PREFIX`]; nothing is dropped.
 pub fn rename_at_ingress(attributes: &mut Attributes) {
     let foreign: Vec<String> = attributes

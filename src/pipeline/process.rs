@@ -107,12 +107,20 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
     // Past this the lease keeper stops extending the message: held any longer, it would be
     // delivered again while still held here, so it goes back to the queue instead.
     let hold_until = tokio::time::Instant::now() + ctx.settings.max_lease;
+    // Failures counted by an earlier attempt that gave the message back ([`release`]).
+    let carried = own_attributes::take_carried_failures(&mut d.attributes);
     own_attributes::rename_at_ingress(&mut d.attributes);
-    d.delivery_attempt = 1;
+    let mut failures = 0u32;
+    if let Some(c) = carried {
+        failures = c.failures;
+        if let Some(id) = c.first_id {
+            d.id = id;
+        }
+    }
+    d.delivery_attempt = failures.saturating_add(1);
     if let Some(dl) = unreadable(ctx.settings.max_body_bytes, &d) {
         return dead_letter(ctx, d, &dl, hold_until).await;
     }
-    let mut failures = 0u32;
     // Forwards already written, as (rule, action): a retry sends only the others.
     let mut sent: Vec<(usize, usize)> = Vec::new();
     let mut first = true;
@@ -149,7 +157,7 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
                 epochs,
             } => (error, not_before, Some(epochs)),
             Attempt::DeadLetter(dl) => return dead_letter(ctx, d, &dl, hold_until).await,
-            Attempt::Interrupted => return release(ctx, d, Duration::ZERO).await,
+            Attempt::Interrupted => return release(ctx, d, Duration::ZERO, failures).await,
         };
         // A failure that is the message's own whatever the targets do counts now; one on a
         // target is judged after the backoff, when an outage would have shown.
@@ -169,14 +177,14 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
         let delay = not_before.map_or(backoff, |n| n.max(backoff));
         let until = tokio::time::Instant::now() + delay;
         if until >= hold_until {
-            return release(ctx, d, delay).await;
+            return release(ctx, d, delay, failures).await;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
             _ = ctx.draining.cancelled() => {
                 // Waiting out a backoff at the drain: back to the queue for the rest of it.
                 let rest = until.saturating_duration_since(tokio::time::Instant::now());
-                return release(ctx, d, rest).await;
+                return release(ctx, d, rest, failures).await;
             }
         }
         let verdict = match epochs {
@@ -212,9 +220,34 @@ fn exhausted(failures: u32, max_attempts: u32, error: &str) -> DeadLetter {
 }
 
 /// Gives the message back to the queue (after `delay`) without counting anything against it.
-async fn release(ctx: &Context, d: Delivery, delay: Duration) -> Settled {
+/// A message with failures takes its count along where the source can carry it (an SQS
+/// standard queue, the memory and file backends), so the next attempt, on any replica, goes on
+/// from there; elsewhere the count starts again and the provider's delivery limit is the
+/// backstop.
+async fn release(ctx: &Context, d: Delivery, delay: Duration, failures: u32) -> Settled {
     ctx.stats.released(1);
-    nack_after(ctx, d, delay).await
+    if failures == 0 {
+        return nack_after(ctx, d, delay).await;
+    }
+    let mut attributes = own_attributes::restore_for_replay(&d.attributes);
+    attributes.insert(
+        own_attributes::ATTR_FAILURES,
+        own_attributes::carried_failures_value(failures, &d.id),
+    );
+    let message = OutboundMessage {
+        body: d.body.clone(),
+        attributes,
+        ordering_key: d.ordering_key.clone(),
+        dedup_id: None,
+    };
+    if let Err(e) = ctx.source.requeue(d.token, message, delay).await {
+        NackFailed {
+            message_id: d.id.clone(),
+            error: e.to_string(),
+        }
+        .emit();
+    }
+    Settled::Retried(delay)
 }
 
 /// Runs the plan's pending transforms in the sandbox, all at once. Returns an error when the
@@ -354,7 +387,10 @@ async fn dead_letter(ctx: &Context, d: Delivery, dl: &DeadLetter, hold_until: to
             .deliver(make, &ctx.draining, hold_until)
             .await
         {
-            Delivered::Interrupted => return release(ctx, d, Duration::ZERO).await,
+            Delivered::Interrupted => {
+                let failures = d.delivery_attempt.saturating_sub(1);
+                return release(ctx, d, Duration::ZERO, failures).await;
+            }
             Delivered::Failed { error, .. } => error,
             Delivered::Sent => {
                 DeadLettered {

@@ -26,7 +26,9 @@ use tokio::sync::Mutex;
 
 use crate::memory::{MemoryQueue, MemoryQueueConfig};
 use crate::record;
-use crate::{AckFailure, AckToken, OutboundMessage, Publisher, QueueError, Received, Source, SourceInfo, SourceLimits};
+use crate::{
+    AckFailure, AckToken, OutboundMessage, Publisher, QueueError, Received, Requeued, Source, SourceInfo, SourceLimits,
+};
 
 /// Most unsettled lines held in memory before reading pauses.
 pub const READ_AHEAD_LINES: usize = 4096;
@@ -265,6 +267,15 @@ impl Source for FileSource {
 
     async fn nack(&self, token: AckToken, delay: Duration) -> Result<(), QueueError> {
         self.queue.nack(token, delay).await
+    }
+
+    async fn requeue(
+        &self,
+        token: AckToken,
+        message: OutboundMessage,
+        delay: Duration,
+    ) -> Result<Requeued, QueueError> {
+        self.queue.requeue(token, message, delay).await
     }
 
     async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError> {

@@ -33,4 +33,4 @@ pub mod traits;
 pub use attributes::{AttributeData, AttributeValue, Attributes};
 pub use delivery::{AckToken, Delivery, OutboundMessage};
 pub use error::{ErrorClass, QueueError};
-pub use traits::{AckFailure, Publisher, Received, Source, SourceInfo, SourceLimits};
+pub use traits::{AckFailure, Publisher, Received, Requeued, Source, SourceInfo, SourceLimits};

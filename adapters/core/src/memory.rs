@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::{
-    AckFailure, AckToken, Attributes, Delivery, OutboundMessage, Publisher, QueueError, Received, Source, SourceInfo,
-    SourceLimits,
+    AckFailure, AckToken, Attributes, Delivery, OutboundMessage, Publisher, QueueError, Received, Requeued, Source,
+    SourceInfo, SourceLimits,
 };
 
 /// Most messages one receive may return, as for SQS.
@@ -603,6 +603,24 @@ impl Source for MemoryQueue {
         drop(state);
         self.changed.notify_waiters();
         Ok(())
+    }
+
+    /// Rewrites the stored message's attributes in place (its place in the queue and its FIFO
+    /// group are kept), then nacks it.
+    async fn requeue(
+        &self,
+        token: AckToken,
+        message: OutboundMessage,
+        delay: Duration,
+    ) -> Result<Requeued, QueueError> {
+        {
+            let mut state = self.lock();
+            let seq = state.leased(&token)?;
+            if let Some(m) = state.messages.get_mut(&seq) {
+                m.attributes = message.attributes;
+            }
+        }
+        self.nack(token, delay).await.map(|()| Requeued::Carried)
     }
 
     async fn backlog(&self) -> Option<u64> {

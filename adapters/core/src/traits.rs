@@ -41,6 +41,15 @@ pub struct SourceLimits {
     pub initial_lease: Duration,
 }
 
+/// What [`Source::requeue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    /// The message comes back as the given message, counters included.
+    Carried,
+    /// The message comes back as it was (nacked); the counters were not kept.
+    Released,
+}
+
 /// Tokens whose ack failed, with the reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{} ack(s) failed: {error}", failed.len())]
@@ -70,6 +79,22 @@ pub trait Source: Send + Sync + 'static {
 
     /// Makes the message visible again after `delay` (0 = now), clamped to provider limits.
     async fn nack(&self, token: AckToken, delay: Duration) -> Result<(), QueueError>;
+
+    /// Gives the message back for another attempt, like [`Source::nack`], but as `message`:
+    /// the body and attributes it arrived with plus the worker's carried counters (its own
+    /// failure count), so the next receive, on any replica, reads them back. Sources that can
+    /// do this without changing the order of anything (SQS standard queues re-send it and
+    /// delete the original; the memory queue rewrites it in place) return
+    /// [`Requeued::Carried`]; the default nacks and returns [`Requeued::Released`].
+    async fn requeue(
+        &self,
+        token: AckToken,
+        message: OutboundMessage,
+        delay: Duration,
+    ) -> Result<Requeued, QueueError> {
+        let _ = message;
+        self.nack(token, delay).await.map(|()| Requeued::Released)
+    }
 
     /// Pushes the lease of in-flight messages to `by` from now, clamped to `limits().max_lease`.
     async fn extend(&self, tokens: Vec<AckToken>, by: Duration) -> Result<(), QueueError>;

@@ -13,6 +13,8 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// Longest visibility timeout, for `ChangeMessageVisibility` too.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// Longest `DelaySeconds` of a sent message.
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Longest `MessageDeduplicationId` / `MessageGroupId`.
 pub const MAX_ID_CHARS: usize = 128;
 /// Most message attributes per message.

@@ -10,14 +10,14 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 use bytes::Bytes;
 use veltrix_queue::{
-    packing, AckFailure, AckToken, AttributeValue, Attributes, Delivery, QueueError, Received, Source, SourceInfo,
-    SourceLimits,
+    packing, AckFailure, AckToken, AttributeValue, Attributes, Delivery, OutboundMessage, QueueError, Received,
+    Requeued, Source, SourceInfo, SourceLimits,
 };
 
 use crate::client::receive_timeouts;
 use crate::errors::classify;
-use crate::limits::{visibility_secs, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
-use crate::target::ATTR_ORDERING_KEY;
+use crate::limits::{visibility_secs, MAX_BATCH, MAX_DELAY, MAX_VISIBILITY, MAX_WAIT};
+use crate::target::{prepare, sdk_value, ATTR_ORDERING_KEY};
 
 /// Source settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,7 @@ pub struct SqsSource {
     client: Client,
     options: SqsSourceOptions,
     lease: Duration,
+    fifo: bool,
 }
 
 /// The token for a receipt handle (for tools that hold handles, and for tests).
@@ -84,7 +85,13 @@ impl SqsSource {
             )));
         }
         let lease = options.visibility_timeout.unwrap_or(queue_visibility);
-        Ok(Self { client, options, lease })
+        let fifo = options.queue_url.ends_with(".fifo");
+        Ok(Self {
+            client,
+            options,
+            lease,
+            fifo,
+        })
     }
 
     fn err<E, R>(&self, what: &str, e: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
@@ -259,6 +266,52 @@ impl Source for SqsSource {
             .await
             .map_err(|e| self.err("ChangeMessageVisibility", e))?;
         Ok(())
+    }
+
+    /// On a standard queue: sends `message` (with its carried counters) in place of the
+    /// original, delayed by `delay` (at most [`MAX_DELAY`]: a longer backoff is cut to it), then
+    /// deletes the original. Order is not a property of standard queues, so nothing is
+    /// reordered. A FIFO queue, a message that no longer fits, or a failed send nacks instead.
+    async fn requeue(
+        &self,
+        token: AckToken,
+        message: OutboundMessage,
+        delay: Duration,
+    ) -> Result<Requeued, QueueError> {
+        let handle = receipt(&token)?.to_string();
+        let prepared = match (self.fifo, prepare(&message, false)) {
+            (false, Ok(p)) => p,
+            _ => return self.nack(token, delay).await.map(|()| Requeued::Released),
+        };
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.options.queue_url)
+            .message_body(prepared.body)
+            .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32);
+        for (k, v) in &prepared.attributes {
+            request = request.message_attributes(k, sdk_value(v));
+        }
+        if request.send().await.is_err() {
+            return self.nack(token, delay).await.map(|()| Requeued::Released);
+        }
+        self.client
+            .delete_message()
+            .queue_url(&self.options.queue_url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = self.err("DeleteMessage", e);
+                QueueError {
+                    message: format!(
+                        "the message was sent again with its failure count, but deleting the original failed, so it comes back once more: {}",
+                        e.message
+                    ),
+                    ..e
+                }
+            })?;
+        Ok(Requeued::Carried)
     }
 
     async fn backlog(&self) -> Option<u64> {

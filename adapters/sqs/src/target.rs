@@ -159,7 +159,7 @@ pub fn prepare(message: &OutboundMessage, fifo: bool) -> Result<Prepared, QueueE
 }
 
 /// The SDK's attribute value.
-fn sdk_value(value: &AttributeValue) -> MessageAttributeValue {
+pub(crate) fn sdk_value(value: &AttributeValue) -> MessageAttributeValue {
     let builder = MessageAttributeValue::builder().data_type(value.data_type());
     let builder = match value.data() {
         AttributeData::Text(text) => builder.string_value(text),
