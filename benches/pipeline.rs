@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
-use veltrix::config::load_str;
+use serde_json::json;
 use veltrix::pipeline::settings::Settings;
 use veltrix::pipeline::Worker;
 use veltrix::rules::RuleSet;
@@ -34,22 +33,7 @@ const SENT_AT: &str = "bench.sent_ns";
 
 /// 99 workload rules that drop, plus one catch-all that forwards to `out`.
 fn rules_100() -> Arc<RuleSet> {
-    let (patterns, _) = workload::workload(99, 0, true);
-    let mut rules: Vec<Value> = patterns
-        .iter()
-        .enumerate()
-        .map(|(i, p)| json!({"name": format!("r{i}"), "match": {"body": p}, "actions": [{"type": "drop"}]}))
-        .collect();
-    rules.push(json!({"name": "all", "match": {"body": {"detail-type": [{"exists": true}]}}, "actions": [{"type": "forward", "target": "out"}]}));
-    let config = json!({
-        "source": {"type": "file", "path": "-"},
-        "targets": {"dlq": {"type": "stdout"}, "out": {"type": "stdout"}},
-        "pipeline": {"dead_letter": "dlq", "unmatched": "ack"},
-        "rules": rules,
-    });
-    load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
-        .expect("bench config")
-        .rules
+    workload::rules_100(json!({"type": "forward", "target": "out"}))
 }
 
 /// A target that records the latency of each message from its `bench.sent_ns` attribute.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use veltrix::config::load_str;
 use veltrix::pipeline::settings::Settings;
 use veltrix::pipeline::Worker;
 use veltrix::rules::transform::Transform;
@@ -36,26 +35,11 @@ fn sandbox_settings() -> SandboxSettings {
 }
 
 fn rules_100(transform: bool) -> Arc<RuleSet> {
-    let (patterns, _) = workload::workload(99, 0, true);
-    let mut rules: Vec<Value> = patterns
-        .iter()
-        .enumerate()
-        .map(|(i, p)| json!({"name": format!("r{i}"), "match": {"body": p}, "actions": [{"type": "drop"}]}))
-        .collect();
     let mut forward = json!({"type": "forward", "target": "out"});
     if transform {
         forward["transform"] = json!(TRANSFORM);
     }
-    rules.push(json!({"name": "all", "match": {"body": {"detail-type": [{"exists": true}]}}, "actions": [forward]}));
-    let config = json!({
-        "source": {"type": "file", "path": "-"},
-        "targets": {"dlq": {"type": "stdout"}, "out": {"type": "stdout"}},
-        "pipeline": {"dead_letter": "dlq", "unmatched": "ack"},
-        "rules": rules,
-    });
-    load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
-        .expect("bench config")
-        .rules
+    workload::rules_100(forward)
 }
 
 fn envelope() -> Vec<u8> {

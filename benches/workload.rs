@@ -169,3 +169,24 @@ pub fn workload_with(v: &Vocab, n: usize, events: usize, quamina_ok: bool) -> (V
         .collect();
     (patterns, events)
 }
+
+/// 99 workload rules that drop, plus one catch-all (`detail-type` exists) with `forward` as its
+/// action: the 100-rule config of the pipeline benchmarks.
+pub fn rules_100(forward: Value) -> std::sync::Arc<veltrix::rules::RuleSet> {
+    let (patterns, _) = workload(99, 0, true);
+    let mut rules: Vec<Value> = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"name": format!("r{i}"), "match": {"body": p}, "actions": [{"type": "drop"}]}))
+        .collect();
+    rules.push(json!({"name": "all", "match": {"body": {"detail-type": [{"exists": true}]}}, "actions": [forward]}));
+    let config = json!({
+        "source": {"type": "file", "path": "-"},
+        "targets": {"dlq": {"type": "stdout"}, "out": {"type": "stdout"}},
+        "pipeline": {"dead_letter": "dlq", "unmatched": "ack"},
+        "rules": rules,
+    });
+    veltrix::config::load_str(std::path::Path::new("bench.json"), &config.to_string(), &|_| None)
+        .expect("bench config")
+        .rules
+}

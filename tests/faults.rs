@@ -420,17 +420,7 @@ async fn http_fault(fault: &'static str, stall: bool) {
     s.retry.max_backoff = Duration::from_millis(200);
     s.max_in_flight = 32;
     let rules = rules(&FORWARD_ALL.replace("[[rules]]", "[[rules]]\nmax_attempts = 50"));
-    let worker = Worker::new(
-        Arc::new(src.clone()),
-        rules,
-        vec![
-            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
-            ("dlq".into(), Arc::new(dlq.clone())),
-            ("out".into(), out),
-        ],
-        1,
-        s,
-    );
+    let worker = Worker::new(Arc::new(src.clone()), rules, targets_with_out(&dlq, out), 1, s);
     let summary = tokio::time::timeout(Duration::from_secs(120), worker.run(std::future::pending()))
         .await
         .expect("the worker finishes")

@@ -95,11 +95,7 @@ async fn run_one(out: Arc<dyn Publisher>) -> (veltrix::pipeline::stats::Summary,
     let worker = Worker::new(
         Arc::new(src.clone()),
         rules(FORWARD_ALL),
-        vec![
-            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
-            ("dlq".into(), Arc::new(dlq.clone())),
-            ("out".into(), out),
-        ],
+        targets_with_out(&dlq, out),
         1,
         s,
     );

@@ -91,11 +91,7 @@ async fn through(
     let worker = Worker::new(
         Arc::new(src.clone()),
         rules(FORWARD_ALL),
-        vec![
-            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
-            ("dlq".into(), Arc::new(dlq.clone())),
-            ("out".into(), out),
-        ],
+        targets_with_out(&dlq, out),
         1,
         settings,
     );

@@ -19,7 +19,7 @@ use veltrix_pubsub::emulator::{EmulatorAdmin, SubscriptionSpec};
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
 use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::{OutboundMessage, Publisher, Received, Source};
-use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+use veltrix_sqs::SqsTarget;
 
 /// The worker binary, running.
 struct Running {
@@ -200,16 +200,7 @@ async fn a_message_just_under_the_sqs_limit_is_dead_lettered_with_a_trimmed_enve
         summary.dead_letter_failures >= 1,
         "the full envelope was refused: {summary}"
     );
-    let reader = SqsSource::open(
-        localstack::client(),
-        SqsSourceOptions {
-            queue_url: dlq_url.clone(),
-            visibility_timeout: None,
-            endpoint_url: Some(ENDPOINT.into()),
-        },
-    )
-    .await
-    .unwrap();
+    let reader = localstack::try_open_source(&dlq_url, None).await.unwrap();
     let Received::Messages(got) = reader.receive(10, Duration::from_secs(5)).await.unwrap() else {
         panic!("no dead letter")
     };
@@ -274,28 +265,10 @@ actions = [
 #[tokio::test]
 async fn a_queue_with_visibility_zero_is_refused_with_the_reason() {
     let url = queue("vis0", 0).await;
-    let e = SqsSource::open(
-        localstack::client(),
-        SqsSourceOptions {
-            queue_url: url.clone(),
-            visibility_timeout: None,
-            endpoint_url: Some(ENDPOINT.into()),
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+    let e = localstack::try_open_source(&url, None).await.err().expect("refused");
     assert!(e.message.contains("visibility timeout of 0 s"), "{e}");
     assert!(e.message.contains("visibility_timeout_secs"), "{e}");
-    let ok = SqsSource::open(
-        localstack::client(),
-        SqsSourceOptions {
-            queue_url: url.clone(),
-            visibility_timeout: Some(Duration::from_secs(30)),
-            endpoint_url: Some(ENDPOINT.into()),
-        },
-    )
-    .await;
+    let ok = localstack::try_open_source(&url, Some(Duration::from_secs(30))).await;
     assert!(ok.is_ok(), "an explicit visibility timeout is accepted");
     localstack::delete_queue(&localstack::client(), &url).await;
 }

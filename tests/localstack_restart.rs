@@ -21,7 +21,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use common::localstack::{self, ENDPOINT};
 use common::*;
 use veltrix_queue::{OutboundMessage, Publisher};
-use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+use veltrix_sqs::SqsTarget;
 
 async fn send_range(url: &str, range: std::ops::Range<u64>) {
     let target = SqsTarget::new(localstack::client(), url.to_string(), Some(ENDPOINT.into()));
@@ -110,16 +110,7 @@ struct Running {
 
 /// A worker on the queue, forwarding to `targets.out` (shared across restarts).
 async fn start_worker(url: &str, targets: &Targets) -> Running {
-    let source = SqsSource::open(
-        localstack::client(),
-        SqsSourceOptions {
-            queue_url: url.to_string(),
-            visibility_timeout: None,
-            endpoint_url: Some(ENDPOINT.into()),
-        },
-    )
-    .await
-    .expect("open the source");
+    let source = localstack::try_open_source(url, None).await.expect("open the source");
     let mut s = settings();
     s.receive_wait = Duration::from_secs(1);
     let worker = veltrix::pipeline::Worker::new(Arc::new(source), rules(FORWARD_ALL), targets.list(), 1, s);

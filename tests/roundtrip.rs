@@ -38,7 +38,7 @@ use veltrix_queue::record::attributes_from_json;
 use veltrix_queue::{
     AttributeData, AttributeValue, Attributes, Delivery, OutboundMessage, Publisher, Received, Source,
 };
-use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+use veltrix_sqs::SqsTarget;
 
 /// Names each test message.
 const ID: &str = "rt-id";
@@ -229,16 +229,9 @@ impl Carrier {
                 .unwrap(),
             ),
             Kind::Sqs => Arc::new(
-                SqsSource::open(
-                    localstack::client(),
-                    SqsSourceOptions {
-                        queue_url: self.queue_url.clone(),
-                        visibility_timeout: Some(Duration::from_secs(60)),
-                        endpoint_url: Some(ENDPOINT.into()),
-                    },
-                )
-                .await
-                .unwrap(),
+                localstack::try_open_source(&self.queue_url, Some(Duration::from_secs(60)))
+                    .await
+                    .unwrap(),
             ),
             Kind::PubSub => Arc::new(
                 PubSubSource::open(

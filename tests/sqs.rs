@@ -18,19 +18,6 @@ use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 
 struct Sqs;
 
-async fn open_source(url: &str, visibility: Option<Duration>) -> SqsSource {
-    SqsSource::open(
-        localstack::client(),
-        SqsSourceOptions {
-            queue_url: url.to_string(),
-            visibility_timeout: visibility,
-            endpoint_url: Some(ENDPOINT.into()),
-        },
-    )
-    .await
-    .expect("open the SQS source")
-}
-
 fn target(url: &str) -> SqsTarget {
     SqsTarget::new(localstack::client(), url.to_string(), Some(ENDPOINT.into()))
 }
@@ -50,7 +37,7 @@ impl Backend for Sqs {
     async fn fresh(&self, visibility: Duration) -> TestQueue {
         let url = queue("behaviour", visibility.as_secs().max(1)).await;
         TestQueue {
-            source: Box::new(open_source(&url, None).await),
+            source: Box::new(localstack::open_source(&url, None).await),
             publisher: Box::new(target(&url)),
         }
     }
@@ -83,7 +70,7 @@ behaviour_suite!(
 async fn batch_delete_returns_only_the_failed_entries() {
     let client = localstack::client();
     let url = queue("partial", 30).await;
-    let source = open_source(&url, None).await;
+    let source = localstack::open_source(&url, None).await;
     for r in target(&url)
         .publish(vec![OutboundMessage {
             body: "a".into(),
@@ -153,7 +140,12 @@ async fn worker_retries_in_place_after_the_backoff() {
         remaining: Some(1),
     }));
     let start = tokio::time::Instant::now();
-    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, sqs_settings());
+    let w = sqs_worker(
+        localstack::open_source(&url, None).await,
+        FORWARD_ALL,
+        &targets,
+        sqs_settings(),
+    );
     let out = targets.out.clone();
     let summary = run_until(w, Duration::from_secs(30), "the retry arrived", || out.len() == 1).await;
     assert!(
@@ -177,7 +169,12 @@ async fn lease_extension_keeps_a_slow_message_invisible_past_its_visibility_time
         out: MemoryQueue::new(out_cfg),
         ..Targets::new()
     };
-    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, sqs_settings());
+    let w = sqs_worker(
+        localstack::open_source(&url, None).await,
+        FORWARD_ALL,
+        &targets,
+        sqs_settings(),
+    );
     let out = targets.out.clone();
     let summary = run_until(w, Duration::from_secs(30), "the slow forward finished", || {
         out.len() == 1
@@ -218,7 +215,7 @@ async fn fifo_messages_keep_their_order_per_group() {
     }));
     let mut s = sqs_settings();
     s.pollers = 3;
-    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, s);
+    let w = sqs_worker(localstack::open_source(&url, None).await, FORWARD_ALL, &targets, s);
     let out = targets.out.clone();
     run_until(w, Duration::from_secs(60), "all 40 arrived", || out.len() >= 40).await;
     let got = numbers(&targets.out.snapshot());
@@ -242,11 +239,7 @@ async fn oversized_message_for_an_sqs_target_is_dead_lettered() {
     let worker = veltrix::pipeline::Worker::new(
         Arc::new(src.clone()),
         rules(FORWARD_ALL),
-        vec![
-            ("audit".into(), Arc::new(MemoryQueue::named("audit"))),
-            ("dlq".into(), Arc::new(dlq.clone())),
-            ("out".into(), out),
-        ],
+        targets_with_out(&dlq, out),
         1,
         // A source that takes larger bodies than SQS (Pub/Sub: 10 MB).
         veltrix::pipeline::settings::Settings {
@@ -301,7 +294,7 @@ match = { body = { n = [{ exists = true }] } }
 max_attempts = 4
 actions = [{ type = "retry" }]
 "#;
-    let w = sqs_worker(open_source(&url, None).await, retry_always, &targets, s);
+    let w = sqs_worker(localstack::open_source(&url, None).await, retry_always, &targets, s);
     let dead = targets.dlq.clone();
     let summary = run_until(w, Duration::from_secs(30), "the worker dead-lettered it", move || {
         dead.len() == 1
@@ -329,17 +322,10 @@ actions = [{ type = "retry" }]
 #[tokio::test]
 async fn missing_queue_and_unreachable_endpoint_give_readable_errors() {
     let url = format!("{ENDPOINT}/000000000000/{}", localstack::unique_name("missing", false));
-    let err = SqsSource::open(
-        localstack::client(),
-        SqsSourceOptions {
-            queue_url: url.clone(),
-            visibility_timeout: None,
-            endpoint_url: Some(ENDPOINT.into()),
-        },
-    )
-    .await
-    .err()
-    .expect("a missing queue fails to open");
+    let err = localstack::try_open_source(&url, None)
+        .await
+        .err()
+        .expect("a missing queue fails to open");
     assert_eq!(err.class, ErrorClass::Permanent, "{err}");
     assert!(
         err.message.contains("NonExistentQueue") || err.message.contains("QueueDoesNotExist"),
@@ -383,7 +369,7 @@ async fn worker_drains_ten_thousand_messages_with_none_lost_and_none_in_flight()
     let mut s = sqs_settings();
     s.pollers = 8;
     s.max_in_flight = 512;
-    let w = sqs_worker(open_source(&url, None).await, FORWARD_ALL, &targets, s);
+    let w = sqs_worker(localstack::open_source(&url, None).await, FORWARD_ALL, &targets, s);
     let out = targets.out.clone();
     let summary = run_until(w, Duration::from_secs(240), "10,000 messages arrived", || {
         out.len() >= 10_000
@@ -435,7 +421,7 @@ async fn fifo_target_gets_group_ids_and_derived_deduplication_ids() {
     );
     let summary = worker.run(std::future::pending()).await.unwrap();
     assert_eq!((summary.forwarded, summary.dead_lettered), (6, 0), "{summary}");
-    let sqs = open_source(&url, None).await;
+    let sqs = localstack::open_source(&url, None).await;
     let mut got = Vec::new();
     while got.len() < 6 {
         let Received::Messages(batch) = sqs.receive(10, Duration::from_secs(2)).await.unwrap() else {
@@ -462,7 +448,7 @@ async fn fifo_target_gets_group_ids_and_derived_deduplication_ids() {
 async fn backlog_reports_the_waiting_messages() {
     let url = queue("backlog", 30).await;
     send_all(&url, (0..7).map(n_body).collect()).await;
-    let source = open_source(&url, None).await;
+    let source = localstack::open_source(&url, None).await;
     assert_eq!(source.backlog().await, Some(7));
     localstack::delete_queue(&localstack::client(), &url).await;
 }
@@ -506,7 +492,7 @@ async fn dead_letters_replayed_after_a_fix_are_processed() {
     // v1: indexes a string as an object; every order fails its transform and is dead-lettered.
     let out = MemoryQueue::named("out");
     let buggy = veltrix::pipeline::Worker::new(
-        Arc::new(open_source(&source_url, None).await),
+        Arc::new(localstack::open_source(&source_url, None).await),
         rules(&rules_with("{customer: .body.customer.name}")),
         targets(&out),
         1,
@@ -556,7 +542,7 @@ async fn dead_letters_replayed_after_a_fix_are_processed() {
     // v2: the fixed worker forwards every replayed order.
     let out = MemoryQueue::named("out");
     let fixed = veltrix::pipeline::Worker::new(
-        Arc::new(open_source(&source_url, None).await),
+        Arc::new(localstack::open_source(&source_url, None).await),
         rules(&rules_with("{customer: .body.customer}")),
         targets(&out),
         1,

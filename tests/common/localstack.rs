@@ -108,3 +108,24 @@ pub async fn depth(client: &Client, url: &str) -> (u64, u64) {
 pub async fn delete_queue(client: &Client, url: &str) {
     let _ = client.delete_queue().queue_url(url).send().await;
 }
+
+/// Opens an SQS source on `url` at LocalStack (`visibility`: `None` takes the queue's own).
+pub async fn try_open_source(
+    url: &str,
+    visibility: Option<Duration>,
+) -> Result<veltrix_sqs::SqsSource, veltrix_queue::QueueError> {
+    veltrix_sqs::SqsSource::open(
+        client(),
+        veltrix_sqs::SqsSourceOptions {
+            queue_url: url.to_string(),
+            visibility_timeout: visibility,
+            endpoint_url: Some(ENDPOINT.into()),
+        },
+    )
+    .await
+}
+
+/// [`try_open_source`], which must succeed.
+pub async fn open_source(url: &str, visibility: Option<Duration>) -> veltrix_sqs::SqsSource {
+    try_open_source(url, visibility).await.expect("open the SQS source")
+}

@@ -51,6 +51,19 @@ impl Targets {
     }
 }
 
+/// Targets `audit` (a fresh memory queue), `dlq` and `out`, in the config's name order: for
+/// tests whose `out` is not a memory queue.
+pub fn targets_with_out(dlq: &MemoryQueue, out: Arc<dyn Publisher>) -> Vec<(String, Arc<dyn Publisher>)> {
+    vec![
+        (
+            "audit".into(),
+            Arc::new(MemoryQueue::named("audit")) as Arc<dyn Publisher>,
+        ),
+        ("dlq".into(), Arc::new(dlq.clone())),
+        ("out".into(), out),
+    ]
+}
+
 /// One rule forwarding every body with an `n` field to target `out`.
 pub const FORWARD_ALL: &str = r#"
 [[rules]]
