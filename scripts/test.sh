@@ -5,12 +5,11 @@
 # 2. starts LocalStack (installed into localstack/.venv on first use) and the Google Pub/Sub
 #    emulator with the project's own scripts unless they already answer, and stops the ones it
 #    started on exit;
-# 3. runs the whole workspace test suite, then the public EventBridge conformance vectors
-#    against the binary.
+# 3. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
+#    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-shared="${VELTRIX_SHARED:-../shared}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "== build (release, once)"
@@ -30,10 +29,3 @@ ensure_pubsub
 
 echo "== workspace tests"
 cargo test --release --locked --workspace
-
-echo "== EventBridge conformance vectors"
-if [ -f "$shared/conformance/run.py" ]; then
-  python3 "$shared/conformance/run.py" target/release/veltrix
-else
-  echo "conformance vectors not found at $shared/conformance (set VELTRIX_SHARED): skipped"
-fi

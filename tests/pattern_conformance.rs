@@ -1,16 +1,16 @@
-//! The shared EventBridge conformance vectors (read from `VELTRIX_VECTORS`, default
-//! `../shared/conformance/eventbridge-vectors.jsonl` beside the repository; never copied into
-//! the project). Without either, the tests say so and skip; CI always has them.
+//! The EventBridge conformance vectors (`tests/data/eventbridge-vectors.jsonl`, provenance in
+//! `tests/data/README.md`; `VELTRIX_VECTORS` points elsewhere), against the matcher and through
+//! the binary's `veltrix test`. A missing or short vector file fails.
 //! Each pattern is placed under `body` and each event becomes `{"body": <event>}`, as the worker
 //! presents messages.
 
 use serde_json::{json, Value};
 use veltrix::rules::pattern::PatternSet;
 
-const DEFAULT_VECTORS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/eventbridge-vectors.jsonl"
-);
+const DEFAULT_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/eventbridge-vectors.jsonl");
+
+/// How many vectors the file holds.
+const VECTORS: usize = 128;
 
 struct Vector {
     id: u64,
@@ -20,19 +20,21 @@ struct Vector {
     text: String,
     /// The event's exact JSON text (number spellings kept).
     event_text: String,
+    /// The pattern's exact JSON text.
+    pattern_text: String,
 }
 
 fn load() -> Vec<Vector> {
-    let path = match std::env::var("VELTRIX_VECTORS") {
-        Ok(p) => p,
-        Err(_) if !std::path::Path::new(DEFAULT_VECTORS).exists() => {
-            eprintln!("SKIPPED: no conformance vectors at {DEFAULT_VECTORS} and VELTRIX_VECTORS is unset");
-            return Vec::new();
-        }
-        Err(_) => DEFAULT_VECTORS.to_string(),
-    };
-    let data = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read conformance vectors at {path}: {e} (set VELTRIX_VECTORS)"));
+    let path = std::env::var("VELTRIX_VECTORS").unwrap_or_else(|_| DEFAULT_VECTORS.to_string());
+    let data = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read the conformance vectors at {path}: {e} (they are part of the repository: restore tests/data/, or set VELTRIX_VECTORS)")
+    });
+    let vectors = parse(&data);
+    assert_eq!(vectors.len(), VECTORS, "expected {VECTORS} vectors in {path}");
+    vectors
+}
+
+fn parse(data: &str) -> Vec<Vector> {
     data.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -46,6 +48,7 @@ fn load() -> Vec<Vector> {
                 matches: row["matches"].as_bool().unwrap(),
                 text: format!("pattern {} event {}", row["pattern"], row["event"]),
                 event_text: row["event"].as_str().unwrap().to_string(),
+                pattern_text: row["pattern"].as_str().unwrap().to_string(),
             }
         })
         .collect()
@@ -54,10 +57,6 @@ fn load() -> Vec<Vector> {
 #[test]
 fn all_vectors_pass_individually() {
     let vectors = load();
-    if vectors.is_empty() {
-        return;
-    }
-    assert_eq!(vectors.len(), 128, "expected the 128 shared vectors");
     let mut failures = Vec::new();
     for v in &vectors {
         let set = match PatternSet::compile([("v", &v.pattern)]) {
@@ -111,6 +110,70 @@ fn all_vectors_pass_in_one_set() {
     assert!(
         failures.is_empty(),
         "{} vectors fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn all_vectors_pass_through_the_binary() {
+    let vectors = load();
+    let dir = std::env::temp_dir().join(format!("veltrix-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let lines: Vec<String> = vectors.iter().map(|v| v.event_text.replace('\n', " ")).collect();
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    // Written as text, as the shared runner does, so the patterns' number spellings survive.
+    let rules: Vec<String> = vectors
+        .iter()
+        .map(|v| {
+            format!(
+                r#"{{"name": "v{}", "match": {{"body": {}}}, "actions": [{{"type": "drop"}}]}}"#,
+                v.id, v.pattern_text
+            )
+        })
+        .collect();
+    let config = dir.join("veltrix.json");
+    let text = format!(
+        r#"{{"source": {{"type": "file", "path": {}}}, "pipeline": {{"unmatched": "ack"}}, "rules": [{}]}}"#,
+        json!(events),
+        rules.join(",\n")
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_veltrix"))
+        .args(["test", "-c"])
+        .arg(&config)
+        .arg(&events)
+        .output()
+        .expect("run veltrix test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "veltrix test failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut failures = Vec::new();
+    let reports: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON report line"))
+        .collect();
+    assert_eq!(reports.len(), vectors.len(), "one report per event:\n{stdout}");
+    for (v, report) in vectors.iter().zip(&reports) {
+        let name = format!("v{}", v.id);
+        let got = report["matched"]
+            .as_array()
+            .expect("matched is a list")
+            .iter()
+            .any(|m| m.as_str() == Some(&name) || m["rule"].as_str() == Some(&name));
+        if got != v.matches {
+            failures.push(format!("#{}: expected {}, got {}\n  {}", v.id, v.matches, got, v.text));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "{} vectors fail through the binary:\n{}",
         failures.len(),
         failures.join("\n")
     );

@@ -1,6 +1,7 @@
-//! Terraform as the contract: the modules are formatted, the GCP module validates where the
-//! Google provider is installed, and the LocalStack example is applied for real, its
-//! `veltrix_config` output drives the worker binary end to end, and it is destroyed again.
+//! Terraform as the contract: the modules are formatted, and the LocalStack example is applied
+//! for real, its `veltrix_config` output drives the worker binary end to end, and it is
+//! destroyed again. (The GCP module is only format-checked: the Google provider is neither in
+//! this machine's mirror nor downloadable here, and a test that cannot run is not kept.)
 //!
 //! One apply per run (each SQS queue takes ~25 s to create on LocalStack). Providers come from
 //! the local mirror at /opt/tf-plugins when it exists (CI machines), else from the registry.
@@ -96,31 +97,6 @@ fn copy_dir(from: &Path, to: &Path) {
 fn terraform_files_are_formatted() {
     let out = terraform(&repo().join("terraform"), &["fmt", "-check", "-recursive", "-diff"]);
     ok(out, "terraform fmt -check (run `terraform fmt -recursive terraform`)");
-}
-
-#[test]
-fn gcp_module_validates_where_the_google_provider_is_installed() {
-    let google_in_mirror = Path::new(MIRROR)
-        .join("registry.terraform.io/hashicorp/google")
-        .is_dir();
-    if Path::new(MIRROR).is_dir() && !google_in_mirror {
-        println!("skipped: the Google provider is not in {MIRROR} and this machine has no registry access for it; `terraform fmt -check` covers the GCP module");
-        return;
-    }
-    let dir = terraform_copy();
-    let example = dir.path().join("terraform/examples/gcp");
-    let init = terraform(&example, &["init", "-input=false", "-backend=false"]);
-    if !init.status.success() {
-        println!(
-            "skipped: cannot install the Google provider here: {}",
-            String::from_utf8_lossy(&init.stderr)
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-        );
-        return;
-    }
-    ok(terraform(&example, &["validate"]), "terraform validate (examples/gcp)");
 }
 
 /// Destroys what the test applied, whatever happens to the assertions.
