@@ -260,6 +260,33 @@ async fn shutdown_finishes_in_flight_releases_the_rest_and_loses_nothing() {
     assert_eq!(all, (0..200).collect());
 }
 
+/// A target that takes 20 ms per call and records the most messages inside calls at once.
+struct Counting {
+    queue: MemoryQueue,
+    inside: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl veltrix_queue::Publisher for Counting {
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+
+    fn max_batch(&self) -> usize {
+        10
+    }
+
+    async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.inside.fetch_add(batch.len(), SeqCst) + batch.len();
+        self.peak.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.inside.fetch_sub(batch.len(), SeqCst);
+        self.queue.publish(batch).await
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn in_flight_messages_never_exceed_the_bound() {
     let src = source("src");
@@ -267,25 +294,32 @@ async fn in_flight_messages_never_exceed_the_bound() {
         src.push_body(order(n));
     }
     src.close();
-    let mut out_cfg = MemoryQueueConfig::named("out");
-    out_cfg.call_latency = Duration::from_millis(20);
-    let targets = Targets {
-        out: MemoryQueue::new(out_cfg),
-        ..Targets::new()
-    };
+    let targets = Targets::new();
+    let out = std::sync::Arc::new(Counting {
+        queue: targets.out.clone(),
+        inside: Default::default(),
+        peak: Default::default(),
+    });
+    let mut list = targets.list();
+    list[2].1 = out.clone();
     let mut s = settings();
     s.max_in_flight = 7;
     s.pollers = 3;
-    let w = worker(&src, rules(FORWARD_ORDERS), &targets, s);
+    let w = veltrix::pipeline::Worker::new(std::sync::Arc::new(src.clone()), rules(FORWARD_ORDERS), list, 1, s);
     let run = tokio::spawn(w.run(std::future::pending()));
-    let mut peak = 0;
+    let mut leased = 0;
     while !run.is_finished() {
-        peak = peak.max(src.in_flight());
+        leased = leased.max(src.in_flight());
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     run.await.unwrap().unwrap();
-    assert!(peak <= 7 + 10, "peak in flight {peak}");
+    let peak = out.peak.load(std::sync::atomic::Ordering::SeqCst);
+    // Every message being sent is held, and the worker holds at most max_in_flight.
+    assert!(peak <= 7, "{peak} messages being sent at once, over max_in_flight = 7");
     assert!(peak >= 5, "the bound is used: peak {peak}");
+    // The queue's own count also includes settled messages whose ack is batched (at most one
+    // ack batch of 10 waiting).
+    assert!(leased <= 7 + 10, "{leased} messages leased at once");
     assert_eq!(targets.out.len(), 300);
 }
 
