@@ -37,6 +37,11 @@ async fn open_source(admin: &EmulatorAdmin, subscription: &str, streams: usize) 
         .expect("open the Pub/Sub source")
 }
 
+/// How long a subscription must stay empty to show nothing is left unacked: longer than the
+/// subscriptions' ack deadline (the emulator's default, 10 s), after which a message leased and
+/// never acked comes back.
+const UNACKED_WINDOW: Duration = Duration::from_secs(12);
+
 async fn publish_all(admin: &EmulatorAdmin, topic: &str, messages: Vec<OutboundMessage>) {
     let target = PubSubTarget::open(&admin.connection, topic)
         .await
@@ -207,10 +212,11 @@ actions = [{{ type = "retry" }}]
     );
     assert_eq!((summary.forwarded, summary.dead_lettered), (20, 2), "{summary}");
 
-    // Everything was acked: the source subscription is empty.
+    // Everything was acked: the source subscription is empty, for longer than the ack
+    // deadline (a message the worker held unacked would be redelivered within it).
     let leftover = open_source(&admin, &source_sub, 1).await;
     assert!(
-        arrivals_during(&leftover, Duration::from_secs(3)).await.is_empty(),
+        arrivals_during(&leftover, UNACKED_WINDOW).await.is_empty(),
         "unacked messages remain"
     );
     for s in [out_source, dlq_source, native, leftover] {
@@ -224,10 +230,7 @@ actions = [{{ type = "retry" }}]
 async fn worker_drains_ten_thousand_messages_with_none_lost() {
     let admin = admin().await;
     let (topic, sub) = admin
-        .topic_with_subscription("drain10k", |s| SubscriptionSpec {
-            ack_deadline_secs: 60,
-            ..s
-        })
+        .topic_with_subscription("drain10k", |s| s)
         .await
         .expect("topic and subscription");
     publish_all(
@@ -252,8 +255,8 @@ async fn worker_drains_ten_thousand_messages_with_none_lost() {
     assert_eq!(summary.dead_lettered, 0, "{summary}");
     let leftover = open_source(&admin, &sub, 1).await;
     assert!(
-        arrivals_during(&leftover, Duration::from_secs(3)).await.is_empty(),
-        "unacked messages remain"
+        arrivals_during(&leftover, UNACKED_WINDOW).await.is_empty(),
+        "unacked messages remain after more than the ack deadline"
     );
     leftover.close().await;
 }
