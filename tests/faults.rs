@@ -413,9 +413,7 @@ async fn serve(handler: Arc<FlakyHandler>) -> SocketAddr {
     let app = axum::Router::new()
         .route("/events", axum::routing::post(flaky))
         .with_state(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_on_loopback(app).await;
     addr
 }
 

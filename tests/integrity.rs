@@ -62,9 +62,7 @@ async fn serve(handler: Arc<Handler>) -> SocketAddr {
         .route("/final", axum::routing::any(handle))
         .route("/endless", axum::routing::post(endless))
         .with_state(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_on_loopback(app).await;
     addr
 }
 

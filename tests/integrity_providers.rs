@@ -16,7 +16,7 @@ use common::localstack::{self, ENDPOINT};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use veltrix_pubsub::emulator::{EmulatorAdmin, SubscriptionSpec};
-use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
+use veltrix_pubsub::PubSubTarget;
 use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::{OutboundMessage, Publisher, Received, Source};
 use veltrix_sqs::SqsTarget;
@@ -313,9 +313,7 @@ async fn slow_handler() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/slow", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{}/slow", serve_on_loopback(app).await);
     (url, seen)
 }
 
@@ -441,22 +439,6 @@ async fn a_pubsub_stream_that_fails_for_good_makes_the_worker_unready() {
     assert_eq!(code, Some(0));
 }
 
-async fn pubsub_source(admin: &EmulatorAdmin, subscription: &str, visibility: Option<Duration>) -> PubSubSource {
-    PubSubSource::open(
-        &admin.connection,
-        PubSubSourceOptions {
-            subscription: subscription.to_string(),
-            streams: 1,
-            max_outstanding_messages: 1000,
-            max_outstanding_bytes: 100 << 20,
-            visibility_timeout: visibility,
-            max_hold: Duration::from_secs(600),
-        },
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn acks_after_the_lease_ended_are_failures_the_worker_counts() {
     let admin = EmulatorAdmin::connect().await.unwrap();
@@ -471,7 +453,7 @@ async fn acks_after_the_lease_ended_are_failures_the_worker_counts() {
     {
         r.unwrap();
     }
-    let source = pubsub_source(&admin, &subscription, Some(Duration::from_secs(1))).await;
+    let source = open_pubsub_source(&admin, &subscription, Some(Duration::from_secs(1))).await;
     let Received::Messages(got) = source.receive(10, Duration::from_secs(10)).await.unwrap() else {
         panic!("no message")
     };
@@ -516,7 +498,7 @@ async fn an_exactly_once_subscription_gets_confirmed_acks_and_no_redelivery() {
     for r in target.publish(messages).await {
         r.unwrap();
     }
-    let src: Arc<dyn Source> = Arc::new(pubsub_source(&admin, &subscription, None).await);
+    let src: Arc<dyn Source> = Arc::new(open_pubsub_source(&admin, &subscription, None).await);
     let targets = Targets::new();
     let w = veltrix::pipeline::Worker::new(
         src.clone(),
@@ -530,7 +512,7 @@ async fn an_exactly_once_subscription_gets_confirmed_acks_and_no_redelivery() {
     run_until(w, Duration::from_secs(60), "30 forwarded", || watched.len() >= 30).await;
     assert_eq!(stats.snapshot().ack_failures, 0, "every ack confirmed");
     // Nothing comes back after the 10 s ack deadline.
-    let again = pubsub_source(&admin, &subscription, None).await;
+    let again = open_pubsub_source(&admin, &subscription, None).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Received::Messages(m) = again.receive(10, Duration::from_secs(1)).await.unwrap() {

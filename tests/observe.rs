@@ -1,11 +1,15 @@
 //! `/metrics`, `/healthz` and `/readyz` of the real binary: counts equal what was sent, and
 //! readiness flips to 503 while draining.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::serve_on_loopback;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,9 +57,7 @@ async fn metrics_count_what_was_sent_and_readiness_flips_during_drain() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let slow = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let slow = serve_on_loopback(app).await;
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("w.toml");

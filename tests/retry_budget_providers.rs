@@ -25,7 +25,7 @@ use veltrix::pipeline::settings::Settings;
 use veltrix::pipeline::Worker;
 use veltrix::targets::http::{HttpTarget, HttpTargetOptions};
 use veltrix_pubsub::emulator::EmulatorAdmin;
-use veltrix_pubsub::{PubSubSource, PubSubSourceOptions, PubSubTarget};
+use veltrix_pubsub::PubSubTarget;
 use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::{Attributes, OutboundMessage, Publisher, Received, Source};
 use veltrix_sqs::SqsTarget;
@@ -94,9 +94,7 @@ async fn serve(script: impl Fn(u64, Duration) -> Answer + Send + Sync + 'static)
     let app = axum::Router::new()
         .route("/events", axum::routing::post(handle))
         .with_state(handler.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_on_loopback(app).await;
     (addr, handler)
 }
 
@@ -199,18 +197,34 @@ async fn assert_sqs_empty(url: &str) {
     }
 }
 
+/// The handler of the outage tests: 503 for the first 45 s, then 200.
+fn down_for_45_s(_: u64, since: Duration) -> Answer {
+    if since < Duration::from_secs(45) {
+        (503, None)
+    } else {
+        (200, None)
+    }
+}
+
+/// The dead handler was not hammered: the first burst, then about one probe per circuit
+/// interval.
+fn assert_not_hammered(handler: &Handler) {
+    let during = handler
+        .seen()
+        .iter()
+        .filter(|(at, _, status, _)| *status == 503 && *at > handler.started + Duration::from_secs(2))
+        .count();
+    assert!(
+        during <= 8,
+        "{during} requests to the dead handler after the circuit opened"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_down_for_45_s_dead_letters_nothing_and_everything_arrives() {
     let url = sqs_queue("outage", false).await;
     sqs_publish(&url, (0..60).map(|n| numbered(n, None)).collect()).await;
-    let (addr, handler) = serve(|_, since| {
-        if since < Duration::from_secs(45) {
-            (503, None)
-        } else {
-            (200, None)
-        }
-    })
-    .await;
+    let (addr, handler) = serve(down_for_45_s).await;
     let dlq = MemoryQueue::named("dlq");
     let h = handler.clone();
     run_until_real(
@@ -222,16 +236,7 @@ async fn a_handler_down_for_45_s_dead_letters_nothing_and_everything_arrives() {
     .await;
     assert!(dlq.is_empty(), "{} dead-lettered during an outage", dlq.len());
     assert_sqs_empty(&url).await;
-    // The dead handler was not hammered: the first burst, then about one probe per interval.
-    let during = handler
-        .seen()
-        .iter()
-        .filter(|(at, _, status, _)| *status == 503 && *at > handler.started + Duration::from_secs(2))
-        .count();
-    assert!(
-        during <= 8,
-        "{during} requests to the dead handler after the circuit opened"
-    );
+    assert_not_hammered(&handler);
     localstack::delete_queue(&localstack::client(), &url).await;
 }
 
@@ -241,55 +246,28 @@ async fn a_handler_down_for_45_s_behind_pubsub_dead_letters_nothing() {
     let (topic, subscription) = admin.topic_with_subscription("outage", |s| s).await.unwrap();
     let target = PubSubTarget::open(&admin.connection, &topic).await.unwrap();
     publish(&target, (0..60).map(|n| numbered(n, None)).collect()).await;
-    let (addr, handler) = serve(|_, since| {
-        if since < Duration::from_secs(45) {
-            (503, None)
-        } else {
-            (200, None)
-        }
-    })
-    .await;
+    let (addr, handler) = serve(down_for_45_s).await;
     let dlq = MemoryQueue::named("dlq");
     let h = handler.clone();
     run_until_real(
-        worker(Arc::new(pubsub_source(&admin, &subscription).await), addr, &dlq),
+        worker(
+            Arc::new(open_pubsub_source(&admin, &subscription, None).await),
+            addr,
+            &dlq,
+        ),
         Duration::from_secs(150),
         "all 60 arrived",
         move || h.accepted_unique() == 60,
     )
     .await;
     assert!(dlq.is_empty(), "{} dead-lettered during an outage", dlq.len());
-    let during = handler
-        .seen()
-        .iter()
-        .filter(|(at, _, status, _)| *status == 503 && *at > handler.started + Duration::from_secs(2))
-        .count();
-    assert!(
-        during <= 8,
-        "{during} requests to the dead handler after the circuit opened"
-    );
+    assert_not_hammered(&handler);
     // Held through the outage (past the 10 s ack deadline) and acked: nothing comes back.
-    let check = pubsub_source(&admin, &subscription).await;
+    let check = open_pubsub_source(&admin, &subscription, None).await;
     let Received::Messages(left) = check.receive(10, Duration::from_secs(12)).await.unwrap() else {
         panic!("a subscription is never exhausted")
     };
     assert!(left.is_empty(), "{} messages came back", left.len());
-}
-
-async fn pubsub_source(admin: &EmulatorAdmin, subscription: &str) -> PubSubSource {
-    PubSubSource::open(
-        &admin.connection,
-        PubSubSourceOptions {
-            subscription: subscription.to_string(),
-            streams: 1,
-            max_outstanding_messages: 1000,
-            max_outstanding_bytes: 100 << 20,
-            visibility_timeout: None,
-            max_hold: Duration::from_secs(600),
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// Head `0` always fails; siblings `1..5` fail once each.
@@ -356,7 +334,7 @@ async fn an_ordering_key_whose_head_always_fails_delivers_its_siblings_in_order(
         .unwrap();
     let target = PubSubTarget::open(&admin.connection, &topic).await.unwrap();
     publish(&target, (0..5).map(|n| numbered(n, Some("k"))).collect()).await;
-    let source = pubsub_source(&admin, &subscription).await;
+    let source = open_pubsub_source(&admin, &subscription, None).await;
     let (addr, handler) = serve(head_fails_siblings_once()).await;
     let dlq = MemoryQueue::named("dlq");
     let (h, d) = (handler.clone(), dlq.clone());
@@ -369,7 +347,7 @@ async fn an_ordering_key_whose_head_always_fails_delivers_its_siblings_in_order(
     .await;
     assert_only_the_head_dead_lettered(&dlq, &handler);
     // Nothing comes back: every message was acked (the window exceeds the 10 s ack deadline).
-    let check = pubsub_source(&admin, &subscription).await;
+    let check = open_pubsub_source(&admin, &subscription, None).await;
     let Received::Messages(left) = check.receive(10, Duration::from_secs(12)).await.unwrap() else {
         panic!("a subscription is never exhausted")
     };

@@ -173,3 +173,33 @@ pub fn run_script(name: &str) {
         .unwrap_or_else(|e| panic!("run localstack/{name}: {e}"));
     assert!(status.success(), "localstack/{name} failed");
 }
+
+/// Serves `app` on a fresh loopback port in the background; returns its address.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Opens a Pub/Sub source on the emulator: one stream, 1,000 messages / 100 MiB outstanding,
+/// held up to 600 s (`visibility`: `None` keeps the subscription's ack deadline).
+pub async fn open_pubsub_source(
+    admin: &veltrix_pubsub::emulator::EmulatorAdmin,
+    subscription: &str,
+    visibility: Option<Duration>,
+) -> veltrix_pubsub::PubSubSource {
+    veltrix_pubsub::PubSubSource::open(
+        &admin.connection,
+        veltrix_pubsub::PubSubSourceOptions {
+            subscription: subscription.to_string(),
+            streams: 1,
+            max_outstanding_messages: 1000,
+            max_outstanding_bytes: 100 << 20,
+            visibility_timeout: visibility,
+            max_hold: Duration::from_secs(600),
+        },
+    )
+    .await
+    .unwrap()
+}
