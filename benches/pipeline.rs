@@ -81,12 +81,9 @@ fn throughput(n: usize) -> f64 {
         .build()
         .unwrap();
     let rules = rules_100();
-    let (_, events) = workload::workload(0, 2000, true);
     rt.block_on(async {
         let src = MemoryQueue::named("src");
-        for i in 0..n {
-            src.push_body(events[i % events.len()].clone());
-        }
+        workload::fill(&src, n);
         src.close();
         let out = MemoryQueue::named("out");
         let worker = Worker::new(
@@ -161,15 +158,12 @@ fn simulated_network(pollers: usize, secs: f64) -> f64 {
         .build()
         .unwrap();
     let rules = rules_100();
-    let (_, events) = workload::workload(0, 2000, true);
     rt.block_on(async {
         let mut cfg = MemoryQueueConfig::named("src");
         cfg.call_latency = Duration::from_millis(20);
         let src = MemoryQueue::new(cfg);
         let n = (pollers as f64 * 500.0 * secs * 1.5) as usize + 1000;
-        for i in 0..n {
-            src.push_body(events[i % events.len()].clone());
-        }
+        workload::fill(&src, n);
         let out = MemoryQueue::named("out");
         let worker = Worker::new(
             Arc::new(src.clone()),

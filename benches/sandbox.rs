@@ -105,12 +105,9 @@ fn pipeline(n: usize, transform: bool) -> f64 {
         .build()
         .unwrap();
     let rules = rules_100(transform);
-    let (_, events) = workload::workload(0, 2000, true);
     rt.block_on(async {
         let src = MemoryQueue::named("src");
-        for i in 0..n {
-            src.push_body(events[i % events.len()].clone());
-        }
+        workload::fill(&src, n);
         src.close();
         let out = MemoryQueue::named("out");
         let settings = Settings {

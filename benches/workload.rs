@@ -190,3 +190,11 @@ pub fn rules_100(forward: Value) -> std::sync::Arc<veltrix::rules::RuleSet> {
         .expect("bench config")
         .rules
 }
+
+/// Queues `n` workload events (2,000 distinct ones, repeated) on `queue`.
+pub fn fill(queue: &veltrix_queue::memory::MemoryQueue, n: usize) {
+    let (_, events) = workload(0, 2000, true);
+    for i in 0..n {
+        queue.push_body(events[i % events.len()].clone());
+    }
+}
