@@ -1,17 +1,19 @@
 //! `veltrix run`: open the configured source and targets and run the worker.
 
-use crate::observe::events::{LogEvent, WorkerStarting};
+use crate::observe::events::{LedgerUnavailable, LogEvent, WorkerStarting};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use veltrix_pubsub::{PubSubSource, PubSubSourceOptions};
 use veltrix_queue::file::{FileSource, FileSourceOptions};
-use veltrix_queue::{Publisher, QueueError, Source};
+use veltrix_queue::{Publisher, QueueError, Source, SourceInfo};
 use veltrix_sqs::{SqsSource, SqsSourceOptions};
 
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::observe::server::{install_recorder, Server, ServerError};
+use crate::pipeline::failure_ledger::{FailureLedger, LedgerError};
 use crate::pipeline::stats::Summary;
 use crate::pipeline::{PipelineError, Worker};
 use crate::targets;
@@ -39,6 +41,9 @@ pub enum RunError {
     /// The metrics/health server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// `pipeline.state_dir` cannot hold the failure ledger.
+    #[error("pipeline.state_dir: {0}; make the directory writable by the worker, or remove the setting to use the temporary directory")]
+    Ledger(LedgerError),
 }
 
 /// Added to the longest hold of a Pub/Sub message before the client library stops extending
@@ -110,6 +115,58 @@ async fn open_all(config: &Config) -> Result<(Vec<(String, Arc<dyn Publisher>)>,
     Ok((publishers, source))
 }
 
+/// Opens the failure ledger of a source that cannot carry failure counts in the message (SQS
+/// FIFO, Pub/Sub; see [`crate::pipeline::failure_ledger`]): under `pipeline.state_dir` when set (failing the
+/// run when it cannot), else under the temporary directory (skipped with a warning when it
+/// cannot be written, e.g. on a read-only root filesystem).
+fn open_ledger(config: &Config, info: &SourceInfo) -> Result<Option<FailureLedger>, RunError> {
+    let needed = match &config.source {
+        SourceConfig::Sqs { queue_url, .. } => queue_url.ends_with(".fifo"),
+        SourceConfig::Pubsub { .. } => true,
+        // The file source and SQS standard queues carry the count in the message.
+        _ => false,
+    };
+    if !needed {
+        return Ok(None);
+    }
+    let dir_for = |base: &Path| base.join("veltrix-failures").join(ledger_dir_name(info));
+    match &config.state_dir {
+        Some(base) => FailureLedger::open(&dir_for(base)).map(Some).map_err(RunError::Ledger),
+        None => {
+            let dir = dir_for(&std::env::temp_dir());
+            match FailureLedger::open(&dir) {
+                Ok(ledger) => Ok(Some(ledger)),
+                Err(e) => {
+                    LedgerUnavailable {
+                        dir: dir.display().to_string(),
+                        error: e.source.to_string(),
+                    }
+                    .emit();
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// The ledger directory of a source: its kind and name with every character that is not a
+/// letter, digit, `.` or `-` replaced by `_` (a queue URL or subscription path is unique, so
+/// two sources never share a directory).
+fn ledger_dir_name(info: &SourceInfo) -> String {
+    let name: String = format!("{}-{}", info.kind, info.name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // File systems take 255 bytes per name; queue URLs and subscription paths are shorter.
+    name.chars().take(200).collect()
+}
+
 /// Options of `veltrix run` beyond the config file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -151,13 +208,17 @@ pub async fn run_with_abort(
         targets: publishers.len(),
     }
     .emit();
-    let worker = Worker::new(
+    let ledger = open_ledger(&config, &info)?;
+    let mut worker = Worker::new(
         source,
         config.rules.clone(),
         publishers,
         dead_letter,
         config.settings.clone(),
     );
+    if let Some(ledger) = ledger {
+        worker = worker.with_failure_ledger(ledger);
+    }
     let health = worker.health();
     health.set_source_reachable(true);
     let server = match options.metrics_addr {

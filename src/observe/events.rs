@@ -123,6 +123,20 @@ veltrix_queue::log_events! {
         /// Why the write failed.
         error: String,
     }
+    /// The failure ledger could not be written: a count recorded for a released message may
+    /// be lost, so that message starts a fresh budget (the provider's limit still bounds it).
+    LedgerWriteFailed => WARN "ledger_write_failed" "failure ledger write failed; a released message's count may start afresh" {
+        /// Why.
+        error: String,
+    }
+    /// The default failure ledger directory could not be used: failure counts of messages
+    /// released to an SQS FIFO queue or a Pub/Sub subscription start afresh after a restart.
+    LedgerUnavailable => WARN "ledger_unavailable" "no failure ledger: counts of released messages will not survive a restart; set pipeline.state_dir" {
+        /// The directory tried.
+        dir: String,
+        /// Why.
+        error: String,
+    }
     /// Releasing an unstarted message at shutdown failed; it returns when its lease expires.
     ReleaseFailed => WARN "release_failed" "release failed; the message returns when its lease expires" {
         /// Why.

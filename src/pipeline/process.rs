@@ -8,12 +8,14 @@
 //! gives up on the message (the drain, a dead-letter target refusing it) nacks it, so the
 //! queue delivers it again.
 
-use crate::observe::events::{DeadLetterWriteFailed, DeadLettered, LogEvent, NackFailed, RetryScheduled};
+use crate::observe::events::{
+    DeadLetterWriteFailed, DeadLettered, LedgerWriteFailed, LogEvent, NackFailed, RetryScheduled,
+};
 use std::time::Duration;
 
 use bytes::Bytes;
 use veltrix_queue::file::{LINE_BYTES_ATTRIBUTE, RECORD_ERROR_ATTRIBUTE};
-use veltrix_queue::{Delivery, OutboundMessage};
+use veltrix_queue::{Delivery, OutboundMessage, Requeued};
 
 use crate::pipeline::dead_letters::{dead_letter_message, Envelope};
 use crate::pipeline::retry_budget::{self, Verdict};
@@ -116,6 +118,9 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
         if let Some(id) = c.first_id {
             d.id = id;
         }
+    } else if let Some(f) = ctx.ledger.as_ref().and_then(|ledger| ledger.take(&d.id)) {
+        // Released earlier to a source that gave it back as it was (SQS FIFO, Pub/Sub).
+        failures = f;
     }
     d.delivery_attempt = failures.saturating_add(1);
     if let Some(dl) = unreadable(ctx.settings.max_body_bytes, &d) {
@@ -222,8 +227,11 @@ fn exhausted(failures: u32, max_attempts: u32, error: &str) -> DeadLetter {
 /// Gives the message back to the queue (after `delay`) without counting anything against it.
 /// A message with failures takes its count along where the source can carry it (an SQS
 /// standard queue, the memory and file backends), so the next attempt, on any replica, goes on
-/// from there; elsewhere the count starts again and the provider's delivery limit is the
-/// backstop.
+/// from there; elsewhere (SQS FIFO, Pub/Sub) the worker's [`failure_ledger`] remembers it by
+/// message id, and without a ledger the count starts again and the provider's delivery limit is
+/// the backstop.
+///
+/// [`failure_ledger`]: crate::pipeline::failure_ledger
 async fn release(ctx: &Context, d: Delivery, delay: Duration, failures: u32) -> Settled {
     ctx.stats.released(1);
     if failures == 0 {
@@ -240,12 +248,24 @@ async fn release(ctx: &Context, d: Delivery, delay: Duration, failures: u32) -> 
         ordering_key: d.ordering_key.clone(),
         dedup_id: None,
     };
-    if let Err(e) = ctx.source.requeue(d.token, message, delay).await {
-        NackFailed {
+    // Recorded before the message can come back (to this worker, at once after a nack).
+    if let Some(ledger) = &ctx.ledger {
+        if let Err(e) = ledger.record(&d.id, failures) {
+            LedgerWriteFailed { error: e.to_string() }.emit();
+        }
+    }
+    match ctx.source.requeue(d.token, message, delay).await {
+        Ok(Requeued::Carried) => {
+            if let Some(ledger) = &ctx.ledger {
+                ledger.forget(&d.id);
+            }
+        }
+        Ok(Requeued::Released) => {}
+        Err(e) => NackFailed {
             message_id: d.id.clone(),
             error: e.to_string(),
         }
-        .emit();
+        .emit(),
     }
     Settled::Retried(delay)
 }
