@@ -356,8 +356,12 @@ async fn bytes_in_flight_stay_within_max_in_flight_bytes() {
     let mut s = settings();
     s.max_in_flight = 1000;
     s.max_in_flight_bytes = 2 * 1024 * 1024;
+    // Up to 16 pollers as receives come back full; each receive reserves the most it can
+    // bring (10 bodies), so whatever their number one batch over the budget is the bound.
     s.pollers = 2;
-    let bound = s.max_in_flight_bytes + s.pollers * 10 * (BODY + 20);
+    s.max_pollers = 16;
+    s.receive_reserve_bytes = 10 * (BODY + 20);
+    let bound = s.max_in_flight_bytes + 10 * (BODY + 20);
     let run = tokio::spawn(worker(&src, rules(FORWARD_ALL), &targets, s).run(std::future::pending()));
     let mut peak = 0;
     while !run.is_finished() {

@@ -1,9 +1,9 @@
 //! The most memory a worker with a given config can use, from its settings alone.
 //!
 //! The sum of: the worker's base; the body bytes in flight (`max_in_flight_bytes`); what can
-//! arrive beyond that bound (a poller waits for room only before it receives, so one receive
-//! batch per poller; a Pub/Sub stream buffers up to its `max_outstanding_bytes`; a file source
-//! reads ahead [`READ_AHEAD_BYTES`]); and each sandbox process at its limit when rules
+//! arrive beyond that bound (SQS receives reserve their worst case under the bound, which
+//! admits one receive batch over it however many pollers run; a Pub/Sub stream buffers up to
+//! its `max_outstanding_bytes`; a file source reads ahead [`READ_AHEAD_BYTES`]); and each sandbox process at its limit when rules
 //! transform. The Kubernetes memory limit in `deploy/` is derived from it, and `veltrix
 //! check` prints it.
 
@@ -21,7 +21,7 @@ pub const SANDBOX_BASE_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 pub fn receive_overshoot_bytes(config: &Config) -> u64 {
     let s = &config.settings;
     match &config.source {
-        SourceConfig::Sqs { .. } => (s.pollers * veltrix_sqs::limits::MAX_BATCH) as u64 * s.max_body_bytes as u64,
+        SourceConfig::Sqs { .. } => s.receive_reserve_bytes as u64,
         SourceConfig::Pubsub {
             streams,
             max_outstanding_bytes,
@@ -69,7 +69,7 @@ match = { body = { a = [1] } }
 actions = [{ type = "forward", target = "out", transform = "{a: .body.a}" }]
 "#,
         );
-        assert_eq!(memory_bound_bytes(&c), (64 + 64 + 40 + 2 * (32 + 64)) * MIB);
+        assert_eq!(memory_bound_bytes(&c), (64 + 64 + 10 + 2 * (32 + 64)) * MIB);
     }
 
     #[test]

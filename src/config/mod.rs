@@ -151,6 +151,9 @@ pub struct Config {
     pub settings: Settings,
     /// Compiled rules.
     pub rules: Arc<RuleSet>,
+    /// `pipeline.state_dir`, resolved against the config file's directory (`None`: the default
+    /// under the temporary directory).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Config {

@@ -26,7 +26,7 @@ pub mod defaults {
     pub const fn max_in_flight() -> u32 {
         256
     }
-    /// Concurrent receive loops.
+    /// Receive loops always running.
     pub const fn pollers() -> u32 {
         1
     }
@@ -183,9 +183,13 @@ pub enum RawSource {
         /// Messages processed at once (default 256, 1–65536).
         #[serde(default = "defaults::max_in_flight")]
         max_in_flight: u32,
-        /// Concurrent receive loops (default 1, 1–64).
+        /// Receive loops always running (default 1, 1–64).
         #[serde(default = "defaults::pollers")]
         pollers: u32,
+        /// Most receive loops (default 16, `pollers`–64): one more starts while receives come
+        /// back full, one stops on an empty receive.
+        #[serde(default)]
+        max_pollers: Option<u32>,
         /// Visibility timeout requested on receive (default: the queue's own; 1–43200 s).
         #[serde(default)]
         visibility_timeout_secs: Option<u64>,
@@ -208,9 +212,13 @@ pub enum RawSource {
         /// Messages processed at once (default 256, 1–65536).
         #[serde(default = "defaults::max_in_flight")]
         max_in_flight: u32,
-        /// Concurrent receive loops (default 1, 1–64).
+        /// Receive loops always running (default 1, 1–64).
         #[serde(default = "defaults::pollers")]
         pollers: u32,
+        /// Most receive loops (default 16, `pollers`–64): one more starts while receives come
+        /// back full, one stops on an empty receive.
+        #[serde(default)]
+        max_pollers: Option<u32>,
         /// Parallel streaming-pull streams (default 1, 1–32).
         #[serde(default = "defaults::pubsub_streams")]
         streams: u32,
@@ -443,6 +451,12 @@ pub struct RawPipeline {
     /// Budgets of the transform sandbox.
     #[serde(default)]
     pub transform: RawTransform,
+    /// Directory for the failure ledger: own failure counts of failed messages released to an
+    /// SQS FIFO queue or a Pub/Sub subscription, so a restart goes on counting (default: a
+    /// directory per source under the system's temporary directory, skipped with a warning
+    /// when it cannot be written).
+    #[serde(default)]
+    pub state_dir: Option<String>,
 }
 
 /// `pipeline.transform`: the budgets every transform runs under (in a sandbox process).
@@ -487,6 +501,7 @@ impl Default for RawPipeline {
             ack_flush_ms: defaults::ack_flush_ms(),
             publish_flush_ms: defaults::publish_flush_ms(),
             transform: RawTransform::default(),
+            state_dir: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::raw::{RawAction, RawConfig, RawLineFormat, RawRule, RawSource, RawTar
 use super::{Config, ConnectOptions, PubSubConnect, SourceConfig, TargetConfig, TargetKind};
 use crate::pipeline::backoff::RetryPolicy;
 use crate::pipeline::circuit::CircuitSettings;
+use crate::pipeline::poller_scale::DEFAULT_MAX_POLLERS;
 use crate::pipeline::settings::{Settings, TargetLimits};
 use crate::rules::pattern::PatternSet;
 use crate::rules::transform::Transform;
@@ -80,7 +81,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     let mut c = Checker { problems: Vec::new() };
 
     let mut receive_wait = Duration::from_secs(1);
-    let (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes) = match raw.source {
+    let (source, max_in_flight, pollers, max_pollers, max_body_bytes, max_in_flight_bytes) = match raw.source {
         RawSource::File {
             path,
             max_in_flight,
@@ -118,7 +119,15 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                     RawLineFormat::Record => LineFormat::Record,
                 },
             };
-            (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes)
+            // A file is read locally: its pollers stay as many as configured.
+            (
+                source,
+                max_in_flight,
+                pollers,
+                Some(pollers),
+                max_body_bytes,
+                max_in_flight_bytes,
+            )
         }
         RawSource::Sqs {
             queue_url,
@@ -127,6 +136,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             wait_time_secs,
             max_in_flight,
             pollers,
+            max_pollers,
             visibility_timeout_secs,
             max_body_bytes,
             max_in_flight_bytes,
@@ -150,13 +160,21 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 connect: ConnectOptions { endpoint_url, region },
                 visibility_timeout: visibility_timeout_secs.map(Duration::from_secs),
             };
-            (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes)
+            (
+                source,
+                max_in_flight,
+                pollers,
+                max_pollers,
+                max_body_bytes,
+                max_in_flight_bytes,
+            )
         }
         RawSource::Pubsub {
             subscription,
             endpoint,
             max_in_flight,
             pollers,
+            max_pollers,
             streams,
             max_outstanding_messages,
             max_outstanding_bytes,
@@ -205,7 +223,14 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
                 max_outstanding_bytes,
                 visibility_timeout: visibility_timeout_secs.map(Duration::from_secs),
             };
-            (source, max_in_flight, pollers, max_body_bytes, max_in_flight_bytes)
+            (
+                source,
+                max_in_flight,
+                pollers,
+                max_pollers,
+                max_body_bytes,
+                max_in_flight_bytes,
+            )
         }
     };
     c.range(
@@ -223,6 +248,14 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         "",
     );
     c.range("source.pollers", pollers.into(), 1, MAX_POLLERS.into(), "");
+    let max_pollers = max_pollers.unwrap_or_else(|| (DEFAULT_MAX_POLLERS as u32).max(pollers));
+    c.range(
+        "source.max_pollers",
+        max_pollers.into(),
+        pollers.clamp(1, MAX_POLLERS).into(),
+        MAX_POLLERS.into(),
+        "",
+    );
 
     let mut targets = Vec::new();
     for (name, target) in &raw.targets {
@@ -459,6 +492,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     let settings = Settings {
         max_in_flight: max_in_flight as usize,
         pollers: pollers as usize,
+        max_pollers: max_pollers as usize,
         receive_wait,
         retry: RetryPolicy {
             initial_backoff: Duration::from_millis(p.retry.initial_backoff_ms),
@@ -470,6 +504,10 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         publish_linger: Duration::from_millis(p.publish_flush_ms),
         max_body_bytes: max_body_bytes as usize,
         max_in_flight_bytes: max_in_flight_bytes as usize,
+        receive_reserve_bytes: match source {
+            SourceConfig::Sqs { .. } => veltrix_sqs::limits::MAX_BATCH * max_body_bytes as usize,
+            SourceConfig::Pubsub { .. } | SourceConfig::File { .. } => 0,
+        },
         sandbox: SandboxSettings {
             program: SandboxSettings::default_program(),
             timeout: Duration::from_millis(t.timeout_ms),
@@ -486,6 +524,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         dead_letter,
         settings,
         rules: Arc::new(rule_set),
+        state_dir: p.state_dir.as_deref().map(|dir| resolve(base_dir, dir)),
     })
 }
 

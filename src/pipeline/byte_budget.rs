@@ -1,9 +1,11 @@
 //! The bound on body bytes in flight (`max_in_flight_bytes`), next to the bound on messages.
 //!
-//! A receive cannot know the size of what it will get, so a poller waits only until the bytes
-//! held are under the budget ([`has_room`]), then receives and holds what came. The worst case
-//! is therefore the budget plus one receive batch per poller (SQS: 10 × 1 MiB), which is what
-//! the Kubernetes memory limit in `deploy/` is derived from.
+//! A receive cannot know the size of what it will get, so a poller waits until the bytes held
+//! are under the budget ([`has_room`]), then reserves the most its receive can bring (SQS:
+//! 10 × `max_body_bytes`; a source that buffers on its own, like Pub/Sub's flow-controlled
+//! stream, reserves nothing) and holds what came in place of the reservation. Reservations
+//! count as held, so however many pollers run, the worst case is the budget plus one receive
+//! batch, which is what the Kubernetes memory limit in `deploy/` is derived from.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,6 +60,13 @@ impl ByteBudget {
         }
     }
 
+    /// Waits until a receive may start, then holds `reserve` bytes for what it may bring until
+    /// the returned guard is dropped (after the received messages hold their own).
+    pub async fn reserve_for_receive(self: &Arc<Self>, reserve: usize) -> HeldBytes {
+        self.wait_for_room().await;
+        self.hold(reserve)
+    }
+
     /// Records `bytes` as held until the returned guard is dropped.
     pub fn hold(self: &Arc<Self>, bytes: usize) -> HeldBytes {
         self.held.fetch_add(bytes, Ordering::AcqRel);
@@ -89,6 +98,34 @@ mod tests {
         assert!(has_room(9, 10));
         assert!(!has_room(10, 10));
         assert!(!has_room(50, 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_of_receives_under_way_count_as_held() {
+        let budget = ByteBudget::new(100);
+        let first = budget.reserve_for_receive(60).await;
+        let second = budget.reserve_for_receive(60).await;
+        assert_eq!(
+            budget.held(),
+            120,
+            "room was left for the second: one batch over at most"
+        );
+        let third = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve_for_receive(60).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!third.is_finished(), "no third receive while two may bring 120");
+        let small = budget.hold(5); // what the first receive brought
+        drop(first);
+        drop(second);
+        let third = tokio::time::timeout(Duration::from_secs(1), third)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(budget.held(), 65);
+        drop((small, third));
+        assert_eq!(budget.held(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,7 +2,8 @@
 //! batched acks and graceful drain.
 //!
 //! ```text
-//!  pollers (N) ──receive(batch ≤ free permits)──> deliveries
+//!  pollers (pollers..max_pollers: full receives add one, empty ones shed one; poller_scale)
+//!  pollers ──receive(batch ≤ free permits)──> deliveries
 //!       │                                            │ no ordering key: a task each
 //!       │                                            │ ordering key: the key's sequencer
 //!       │                                            ▼
@@ -30,9 +31,11 @@ pub mod batch;
 pub mod byte_budget;
 pub mod circuit;
 pub mod dead_letters;
+pub mod failure_ledger;
 pub mod intake;
 pub mod lease;
 pub mod own_attributes;
+pub mod poller_scale;
 pub mod process;
 pub mod rate_limit;
 pub mod retry_budget;
@@ -41,7 +44,8 @@ pub mod settings;
 pub mod stats;
 
 use crate::observe::events::{
-    DrainAborted, DrainGraceExceeded, DrainTimedOut, Draining, LogEvent, PollerFailed, ReceiveFailed, ReleaseFailed,
+    DrainAborted, DrainGraceExceeded, DrainTimedOut, Draining, LedgerWriteFailed, LogEvent, PollerFailed,
+    ReceiveFailed, ReleaseFailed,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -57,7 +61,9 @@ use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::acker::{AckSender, Acker};
 use crate::pipeline::byte_budget::{ByteBudget, HeldBytes};
+use crate::pipeline::failure_ledger::FailureLedger;
 use crate::pipeline::lease::{LeaseGuard, LeaseKeeper};
+use crate::pipeline::poller_scale::{Change, PollerScale};
 use crate::pipeline::process::Settled;
 use crate::pipeline::sequencer::Sequencer;
 use crate::pipeline::settings::Settings;
@@ -125,6 +131,9 @@ pub struct Context {
     /// Cancelled when the drain starts: messages held for a target or waiting out a backoff
     /// are released then.
     pub draining: CancellationToken,
+    /// Own failure counts of messages released to a source that cannot carry them
+    /// ([`failure_ledger`]); `None` keeps them in the message only.
+    pub ledger: Option<Arc<FailureLedger>>,
 }
 
 /// A message received and holding an in-flight permit and a lease.
@@ -159,6 +168,7 @@ pub struct Worker {
     settings: Settings,
     stats: Arc<Stats>,
     health: Arc<Health>,
+    ledger: Option<Arc<FailureLedger>>,
 }
 
 impl Worker {
@@ -179,7 +189,15 @@ impl Worker {
             settings,
             stats: Arc::default(),
             health: Arc::default(),
+            ledger: None,
         }
+    }
+
+    /// Keeps the own failure counts of messages the source cannot carry them for (SQS FIFO,
+    /// Pub/Sub) in `ledger`, so they survive a restart; the worker closes it when it stops.
+    pub fn with_failure_ledger(mut self, ledger: FailureLedger) -> Self {
+        self.ledger = Some(Arc::new(ledger));
+        self
     }
 
     /// Readiness, for `/readyz` (updated as the worker runs).
@@ -214,6 +232,7 @@ impl Worker {
             settings,
             stats,
             health,
+            ledger,
         } = self;
         let sandbox = if rules.transforms().is_empty() {
             None
@@ -269,26 +288,38 @@ impl Worker {
             sandbox,
             intake,
             draining: draining.clone(),
+            ledger: ledger.clone(),
         });
         let tasks = TaskTracker::new();
         let sequencer: Arc<Sequencer<Work>> = Arc::default();
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
         let bytes = ByteBudget::new(settings.max_in_flight_bytes);
 
+        let scale = Arc::new(PollerScale::new(settings.pollers, settings.max_pollers));
+        let (grow, mut grow_requests) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let template = Poller {
+            id: 0,
+            ctx: ctx.clone(),
+            leases: leases.clone(),
+            permits: permits.clone(),
+            bytes: bytes.clone(),
+            sequencer: sequencer.clone(),
+            tasks: tasks.clone(),
+            scale: scale.clone(),
+            grow,
+        };
         let mut pollers = tokio::task::JoinSet::new();
-        for id in 0..settings.pollers.max(1) {
-            pollers.spawn(poll(
-                Poller {
-                    id,
-                    ctx: ctx.clone(),
-                    leases: leases.clone(),
-                    permits: permits.clone(),
-                    bytes: bytes.clone(),
-                    sequencer: sequencer.clone(),
-                    tasks: tasks.clone(),
-                },
-                draining.clone(),
-            ));
+        let mut next_poller_id = 0;
+        let mut spawn_poller = |pollers: &mut tokio::task::JoinSet<_>| {
+            let poller = Poller {
+                id: next_poller_id,
+                ..template.clone()
+            };
+            next_poller_id += 1;
+            pollers.spawn(poll(poller, draining.clone()));
+        };
+        for _ in 0..scale.min() {
+            spawn_poller(&mut pollers);
         }
         let mut result = Ok(());
         tokio::pin!(shutdown);
@@ -310,6 +341,10 @@ impl Worker {
                     .emit();
                     health.set_draining();
                     draining.cancel();
+                }
+                // A poller's receive came back full: one more poller (up to max_pollers).
+                Some(()) = grow_requests.recv(), if !shutdown_seen && !draining.is_cancelled() => {
+                    spawn_poller(&mut pollers);
                 }
                 _ = &mut abort, if shutdown_seen && !aborted => {
                     aborted = true;
@@ -367,6 +402,11 @@ impl Worker {
             let _ = backlog_task.await;
             acker.finish().await;
             source.close().await;
+            if let Some(ledger) = &ledger {
+                if let Err(e) = ledger.close() {
+                    LedgerWriteFailed { error: e.to_string() }.emit();
+                }
+            }
             if let Some(ctx) = Arc::into_inner(ctx) {
                 for target in ctx.targets {
                     target.finish().await;
@@ -426,6 +466,7 @@ async fn release_all(ctx: &Context, tokens: Vec<veltrix_queue::AckToken>) {
 }
 
 /// What one receive loop works with.
+#[derive(Clone)]
 struct Poller {
     id: usize,
     ctx: Arc<Context>,
@@ -434,6 +475,10 @@ struct Poller {
     bytes: Arc<ByteBudget>,
     sequencer: Arc<Sequencer<Work>>,
     tasks: TaskTracker,
+    /// How many pollers run ([`poller_scale`]).
+    scale: Arc<PollerScale>,
+    /// Asks the worker for one more poller.
+    grow: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
 /// One receive loop: takes permits (messages) and waits for byte room, receives, dispatches.
@@ -468,11 +513,11 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
                 Err(_) => break,
             }
         }
-        tokio::select! {
+        let reservation = tokio::select! {
             biased;
             _ = draining.cancelled() => return Ok(()),
-            _ = p.bytes.wait_for_room() => {}
-        }
+            r = p.bytes.reserve_for_receive(ctx.settings.receive_reserve_bytes) => r,
+        };
         let started = tokio::time::Instant::now();
         ctx.health.receive_started(p.id, wait);
         let receive = tokio::time::timeout(wait + RECEIVE_TIMEOUT_MARGIN, ctx.source.receive(held.len(), wait));
@@ -511,6 +556,7 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
             Ok(Received::Messages(d)) => d,
             Ok(Received::Exhausted) => return Ok(()),
             Err(e) if e.is_transient() => {
+                drop(reservation);
                 ReceiveFailed {
                     error: e.to_string(),
                     retry_in_ms: failure_delay.as_millis() as u64,
@@ -527,7 +573,11 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
         };
         failure_delay = RECEIVE_RETRY_DELAY;
         if deliveries.is_empty() {
+            drop(reservation);
             ctx.stats.empty_receive();
+            if p.scale.after_receive(0, batch_max) == Change::Shrink {
+                return Ok(()); // the others keep up
+            }
             empty_in_a_row = empty_in_a_row.saturating_add(1);
             let pause = intake::empty_receive_pause(started.elapsed(), wait, empty_in_a_row);
             if !pause.is_zero() {
@@ -539,6 +589,11 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
             continue;
         }
         empty_in_a_row = 0;
+        // The messages hold their own bytes from here.
+        let _reservation = reservation;
+        if p.scale.after_receive(deliveries.len(), batch_max) == Change::Grow {
+            let _ = p.grow.send(());
+        }
         ctx.stats.received(deliveries.len() as u64);
         let mut held = held.into_iter();
         for delivery in deliveries {

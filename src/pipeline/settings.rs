@@ -16,8 +16,11 @@ pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 pub struct Settings {
     /// Messages processed at once, across all pollers (independent of batch size).
     pub max_in_flight: usize,
-    /// Concurrent receive loops.
+    /// Receive loops always running.
     pub pollers: usize,
+    /// Most receive loops: more start while receives come back full
+    /// ([`crate::pipeline::poller_scale`]).
+    pub max_pollers: usize,
     /// Long-poll wait per receive.
     pub receive_wait: Duration,
     /// Retry backoff.
@@ -34,6 +37,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Body bytes held in flight at once; pollers wait while more are held.
     pub max_in_flight_bytes: usize,
+    /// Bytes a receive reserves under `max_in_flight_bytes` while it is under way: the most it
+    /// can bring (SQS: 10 × `max_body_bytes`); 0 for sources that buffer within bounds of their
+    /// own (Pub/Sub flow control, the file source's read-ahead, memory).
+    pub receive_reserve_bytes: usize,
     /// Where and with which budgets transforms run.
     pub sandbox: SandboxSettings,
     /// Circuit, concurrency and rate per target, by target index (targets beyond the end use
@@ -64,6 +71,7 @@ impl Default for Settings {
         Self {
             max_in_flight: 256,
             pollers: 1,
+            max_pollers: crate::pipeline::poller_scale::DEFAULT_MAX_POLLERS,
             receive_wait: Duration::from_secs(20),
             retry: RetryPolicy {
                 initial_backoff: Duration::from_millis(500),
@@ -75,6 +83,7 @@ impl Default for Settings {
             publish_linger: Duration::ZERO,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            receive_reserve_bytes: 0,
             sandbox: SandboxSettings::default(),
             target_limits: Vec::new(),
         }
