@@ -1,5 +1,9 @@
-//! Collecting items into batches: whatever is already queued, up to a size, optionally waiting
-//! a short linger for more. Under load batches fill by themselves; when idle nothing waits.
+//! Collecting items into batches, limited by what is in flight: with no call in flight, what is
+//! queued goes out at once (an idle target adds no latency); while a call is in flight, a batch
+//! that is not full waits until it fills or a call returns (under load, batches fill and the
+//! requests per message fall), for at most [`MAX_IN_FLIGHT_WAIT`]. A full batch goes out
+//! whenever a call slot is free. An optional linger waits a little longer for more before any
+//! batch goes out.
 
 use crate::observe::events::{BatchTaskFailed, LogEvent};
 use std::future::Future;
@@ -29,8 +33,9 @@ impl Batcher {
 }
 
 /// Starts a task that batches items sent to the returned sender and hands each batch to
-/// `flush`, running at most `concurrency` flushes at once. While all flush slots are busy, items
-/// queue up, so batches grow with load. The task ends when every sender is dropped or
+/// `flush`, running at most `concurrency` flushes at once. A batch that is not full goes out
+/// only when no flush is in flight, or when one returns ([`in_flight_wait`]); while flushes run,
+/// items queue up, so batches grow with load. The task ends when every sender is dropped or
 /// [`Batcher::finish`] is called, after flushing everything sent before.
 pub fn spawn_batcher<T, F, Fut>(
     max: usize,
@@ -61,7 +66,19 @@ where
                 }
             };
             let slot = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-            let batch = collect(&mut rx, first, max.max(1), linger).await;
+            let mut batch = collect(&mut rx, first, max.max(1), linger).await;
+            let wait_until = tokio::time::Instant::now() + MAX_IN_FLIGHT_WAIT;
+            while in_flight_wait(batch.len(), max.max(1), flushes.len()) {
+                tokio::select! {
+                    item = rx.recv() => match item {
+                        Some(item) => batch.push(item),
+                        None => break,
+                    },
+                    Some(_) = flushes.join_next() => break,
+                    // A call that hangs (a target near its timeout) holds nothing back for long.
+                    _ = tokio::time::sleep_until(wait_until) => break,
+                }
+            }
             let fut = flush(batch);
             flushes.spawn(async move {
                 fut.await;
@@ -72,6 +89,17 @@ where
         while flushes.join_next().await.is_some() {}
     });
     (tx, Batcher { close, handle })
+}
+
+/// Longest a partial batch waits behind calls in flight: far above a queue call's round trip
+/// (SQS on LocalStack ~5 ms; on AWS ~20 ms), so under load batches still fill, and short
+/// enough that a call which hangs until its timeout does not hold back the messages after it.
+pub const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_millis(50);
+
+/// Whether a batch of `len` items (at most `max`) waits for more before it goes out: only while
+/// it is not full and `in_flight` flushes are running, one of which returning ends the wait.
+pub fn in_flight_wait(len: usize, max: usize, in_flight: usize) -> bool {
+    len < max && in_flight > 0
 }
 
 /// Starts a batch with `first` and adds queued items until `max` or, with a non-zero `linger`,
@@ -132,6 +160,98 @@ mod tests {
         let sizes = flushed.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 95);
         assert!(sizes.iter().all(|&n| n <= 10));
+    }
+
+    #[test]
+    fn only_a_partial_batch_behind_a_call_in_flight_waits() {
+        assert!(!in_flight_wait(1, 10, 0), "idle: out at once");
+        assert!(
+            in_flight_wait(1, 10, 1),
+            "a call in flight: wait for more or for its return"
+        );
+        assert!(!in_flight_wait(10, 10, 3), "a full batch goes whenever a slot is free");
+    }
+
+    /// (time of the flush, batch size) per flush.
+    type Flushes = Arc<std::sync::Mutex<Vec<(Duration, usize)>>>;
+
+    /// Records every flush; each takes 10 ms.
+    fn timed_batcher(max: usize) -> (UnboundedSender<u32>, Batcher, Flushes) {
+        let flushed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = flushed.clone();
+        let start = tokio::time::Instant::now();
+        let (tx, batcher) = spawn_batcher(max, Duration::ZERO, 16, move |batch: Vec<u32>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push((start.elapsed(), batch.len()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        (tx, batcher, flushed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_batcher_sends_at_once_and_a_busy_one_batches_behind_the_call() {
+        let (tx, batcher, flushed) = timed_batcher(10);
+        tx.send(0).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // While the first call is in flight, 5 more come one by one.
+        for i in 1..=5 {
+            tx.send(i).unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Idle again: the next one goes out at once.
+        tx.send(6).unwrap();
+        batcher.finish().await;
+        let ms = |d: Duration| d.as_millis();
+        let seen: Vec<(u128, usize)> = flushed.lock().unwrap().iter().map(|&(t, n)| (ms(t), n)).collect();
+        assert_eq!(
+            seen,
+            vec![(0, 1), (10, 5), (36, 1)],
+            "one call at once, then the five that queued behind it in one call when it returned"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_call_holds_the_next_batch_back_only_briefly() {
+        let flushed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = flushed.clone();
+        let start = tokio::time::Instant::now();
+        let (tx, batcher) = spawn_batcher(10, Duration::ZERO, 16, move |batch: Vec<u32>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push((start.elapsed(), batch.len()));
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+        });
+        tx.send(0).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tx.send(1).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = flushed.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![(Duration::ZERO, 1), (Duration::from_millis(1) + MAX_IN_FLIGHT_WAIT, 1)],
+            "the second message waits MAX_IN_FLIGHT_WAIT, not the 120 s call"
+        );
+        drop(tx);
+        batcher.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_batches_do_not_wait_for_calls_in_flight() {
+        let (tx, batcher, flushed) = timed_batcher(10);
+        for i in 0..40 {
+            tx.send(i).unwrap();
+        }
+        batcher.finish().await;
+        let seen = flushed.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4);
+        assert!(
+            seen.iter().all(|&(t, n)| t.is_zero() && n == 10),
+            "four full batches at once: {seen:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
