@@ -66,6 +66,7 @@ fn settings(max_in_flight: usize, pollers: usize) -> Settings {
     Settings {
         max_in_flight,
         pollers,
+        max_pollers: pollers,
         receive_wait: Duration::from_millis(50),
         ..Settings::default()
     }

@@ -31,6 +31,9 @@ trap stop_started_emulators EXIT
 ensure_localstack
 cargo bench --locked --bench sqs
 
+echo "== SQS forwarding mix on LocalStack: worker defaults vs a bare aws-sdk-sqs router"
+cargo bench --locked --bench router
+
 echo "== end-to-end latency on LocalStack: send → worker → target queue → receive"
 cargo bench --locked --bench latency
 

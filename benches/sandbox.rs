@@ -113,6 +113,7 @@ fn pipeline(n: usize, transform: bool) -> f64 {
         let settings = Settings {
             max_in_flight: 1024,
             pollers: 2,
+            max_pollers: 2,
             receive_wait: Duration::from_millis(50),
             sandbox: sandbox_settings(),
             ..Settings::default()

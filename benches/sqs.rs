@@ -126,6 +126,7 @@ async fn worker_run(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
     .unwrap();
     let settings = Settings {
         pollers,
+        max_pollers: pollers,
         max_in_flight: pollers * 20,
         receive_wait: Duration::from_secs(1),
         ..Settings::default()

@@ -6,14 +6,16 @@
 #    emulator with the project's own scripts unless they already answer, and stops the ones it
 #    started on exit;
 # 3. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
-#    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs).
+#    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs);
+# 4. runs the benchmarks in their short smoke mode, so they keep building and their own checks
+#    (the matcher agreeing with quamina on every event, the router mix arriving whole) run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "== build (release, once)"
-cargo build --release --locked --workspace --bins --tests
+cargo build --release --locked --workspace --bins --tests --benches
 
 # Emulators this script starts are stopped on exit, whatever happens; ones already running are
 # used and left running (tests/pubsub_restart.rs restarts the Pub/Sub emulator, which needs it to
@@ -29,3 +31,9 @@ ensure_pubsub
 
 echo "== workspace tests"
 cargo test --release --locked --workspace
+
+echo "== benchmark smoke runs"
+# Criterion benches run each case once without --bench; the others take `quick`.
+cargo test --release --locked --bench matcher
+cargo test --release --locked --bench pipeline -- quick
+cargo test --release --locked --bench router -- quick

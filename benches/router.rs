@@ -1,0 +1,379 @@
+//! The forwarding mix on LocalStack SQS (issue 15): of every 10 messages 7 are forwarded to a
+//! target queue, 2 dead-lettered to a dead-letter queue and 1 dropped. Contestants:
+//!
+//! - `bare`: a bare aws-sdk-sqs router, 8 tasks, each: receive 10 (long poll), one
+//!   `SendMessageBatch` to the target and one to the dead-letter queue, one
+//!   `DeleteMessageBatch`;
+//! - `veltrix default`: the worker with its default config (loaded from TOML like a user's);
+//! - `veltrix flush10`: the same with `publish_flush_ms = 10`.
+//!
+//! Every contestant is timed the same way: from its start until the source queue is verified
+//! empty (visible and in-flight counts both 0, so every delete is in) and the target and
+//! dead-letter queues hold all they should. The order of contestants rotates per round;
+//! results are the median and min–max of the rounds, with requests per message counted by an
+//! SDK interceptor on each contestant's own client (the depth checks use another client).
+//!
+//! Needs LocalStack on 127.0.0.1:4566 (`benches/run.sh` starts it).
+//! Run: `cargo bench --bench router` (`-- quick`: 1 round of 1,000 messages, for CI).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_sqs::config::{BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_sqs::error::BoxError;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use veltrix::config::load_str;
+use veltrix::pipeline::Worker;
+use veltrix_queue::Publisher;
+use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
+
+const ENDPOINT: &str = "http://127.0.0.1:4566";
+/// Consumers of the bare router (the peers were run with 8).
+const BARE_TASKS: usize = 8;
+
+/// Counts HTTP attempts made by one client.
+#[derive(Debug, Default, Clone)]
+struct CountRequests(Arc<AtomicU64>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn client(count: Option<CountRequests>) -> Client {
+    let mut config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(ENDPOINT)
+        .credentials_provider(Credentials::new("test", "test", None, None, "bench"));
+    if let Some(count) = count {
+        config = config.interceptor(count);
+    }
+    Client::from_conf(config.build())
+}
+
+/// What the message numbered `i` is for: 7 in 10 forwarded, 2 dead-lettered, 1 dropped.
+fn kind(i: usize) -> &'static str {
+    match i % 10 {
+        0..=6 => "forward",
+        7 | 8 => "dead",
+        _ => "drop",
+    }
+}
+
+struct Queues {
+    source: String,
+    out: String,
+    dlq: String,
+}
+
+async fn queue(c: &Client, what: &str) -> String {
+    let name = format!("veltrix-router-{what}-{:016x}", fastrand::u64(..));
+    c.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create queue (is LocalStack running? benches/run.sh starts it)")
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+async fn fresh_queues(c: &Client, n: usize) -> Queues {
+    let q = Queues {
+        source: queue(c, "src").await,
+        out: queue(c, "out").await,
+        dlq: queue(c, "dlq").await,
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, url, next) = (c.clone(), q.source.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(10, Ordering::SeqCst);
+                if first >= n {
+                    return;
+                }
+                let mut req = c.send_message_batch().queue_url(&url);
+                for i in first..(first + 10).min(n) {
+                    let body = format!(
+                        r#"{{"type":"order.created","kind":"{}","id":"o-{i}","pad":"{}"}}"#,
+                        kind(i),
+                        "x".repeat(800)
+                    );
+                    let entry = SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .unwrap();
+                    req = req.entries(entry);
+                }
+                req.send().await.expect("fill the source queue");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    q
+}
+
+/// (visible, in flight) of a queue.
+async fn depth(c: &Client, url: &str) -> (u64, u64) {
+    let out = c
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |name| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Waits until the source is empty and the target and dead-letter queues hold what they
+/// should; returns the time since `start`.
+async fn until_done(c: &Client, q: &Queues, n: usize, start: Instant) -> Duration {
+    let forwards = (0..n).filter(|&i| kind(i) == "forward").count() as u64;
+    let dead = (0..n).filter(|&i| kind(i) == "dead").count() as u64;
+    let deadline = start + Duration::from_secs(600);
+    loop {
+        if depth(c, &q.source).await == (0, 0) {
+            let elapsed = start.elapsed();
+            let (out, _) = depth(c, &q.out).await;
+            let (dlq, _) = depth(c, &q.dlq).await;
+            assert!(
+                out >= forwards && dlq >= dead,
+                "source empty but {out}/{forwards} forwards and {dlq}/{dead} dead letters arrived"
+            );
+            return elapsed;
+        }
+        assert!(Instant::now() < deadline, "the source did not empty within 600 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The bare router: `BARE_TASKS` loops of receive → batched sends → batched delete.
+async fn bare(q: &Queues, n: usize, count: CountRequests, check: &Client) -> Duration {
+    let c = client(Some(count));
+    let start = Instant::now();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    for _ in 0..BARE_TASKS {
+        let (c, src, out, dlq, stop) = (c.clone(), q.source.clone(), q.out.clone(), q.dlq.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let received = tokio::select! {
+                    r = c.receive_message().queue_url(&src).max_number_of_messages(10).wait_time_seconds(20).send() => r.expect("receive"),
+                    _ = stop.cancelled() => return,
+                };
+                let messages = received.messages();
+                if messages.is_empty() {
+                    continue;
+                }
+                let (mut forward, mut dead) = (Vec::new(), Vec::new());
+                for (i, m) in messages.iter().enumerate() {
+                    let body = m.body().unwrap_or_default();
+                    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                    let entry = SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .unwrap();
+                    match value["kind"].as_str() {
+                        Some("forward") => forward.push(entry),
+                        Some("dead") => dead.push(entry),
+                        _ => {}
+                    }
+                }
+                for (url, entries) in [(&out, forward), (&dlq, dead)] {
+                    if !entries.is_empty() {
+                        let sent = c
+                            .send_message_batch()
+                            .queue_url(url)
+                            .set_entries(Some(entries))
+                            .send()
+                            .await
+                            .expect("send");
+                        assert!(sent.failed().is_empty(), "a send failed");
+                    }
+                }
+                let mut delete = c.delete_message_batch().queue_url(&src);
+                for (i, m) in messages.iter().enumerate() {
+                    delete = delete.entries(
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle().unwrap())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                delete.send().await.expect("delete");
+            }
+        }));
+    }
+    let took = until_done(check, q, n, start).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    took
+}
+
+/// The worker, configured from TOML as a user would (`extra` goes under `[pipeline]`).
+async fn worker(q: &Queues, n: usize, count: CountRequests, check: &Client, extra: &str) -> Duration {
+    let toml = format!(
+        r#"
+[source]
+type = "sqs"
+queue_url = "{src}"
+endpoint_url = "{ENDPOINT}"
+
+[targets.out]
+type = "sqs"
+queue_url = "{out}"
+endpoint_url = "{ENDPOINT}"
+
+[targets.dlq]
+type = "sqs"
+queue_url = "{dlq}"
+endpoint_url = "{ENDPOINT}"
+
+[pipeline]
+dead_letter = "dlq"
+{extra}
+
+[[rules]]
+name = "forward"
+match = {{ body = {{ kind = ["forward"] }} }}
+actions = [{{ type = "forward", target = "out" }}]
+
+[[rules]]
+name = "dead"
+match = {{ body = {{ kind = ["dead"] }} }}
+actions = [{{ type = "dead_letter", reason = "bench" }}]
+
+[[rules]]
+name = "drop"
+match = {{ body = {{ kind = ["drop"] }} }}
+actions = [{{ type = "drop" }}]
+"#,
+        src = q.source,
+        out = q.out,
+        dlq = q.dlq,
+    );
+    let config = load_str(std::path::Path::new("router.toml"), &toml, &|_| None).expect("the bench config is valid");
+    let start = Instant::now();
+    let c = client(Some(count));
+    let source = SqsSource::open(
+        c.clone(),
+        SqsSourceOptions {
+            queue_url: q.source.clone(),
+            visibility_timeout: None,
+            endpoint_url: Some(ENDPOINT.into()),
+        },
+    )
+    .await
+    .expect("open the source");
+    let targets: Vec<(String, Arc<dyn Publisher>)> = config
+        .targets
+        .iter()
+        .map(|t| {
+            let url = if t.name == "out" { &q.out } else { &q.dlq };
+            let p: Arc<dyn Publisher> = Arc::new(SqsTarget::new(c.clone(), url.clone(), Some(ENDPOINT.into())));
+            (t.name.clone(), p)
+        })
+        .collect();
+    let dead_letter = config.dead_letter.expect("dead_letter is set");
+    let w = Worker::new(
+        Arc::new(source),
+        config.rules.clone(),
+        targets,
+        dead_letter,
+        config.settings.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(w.run(async move {
+        let _ = stopped.await;
+    }));
+    let took = until_done(check, q, n, start).await;
+    let _ = stop.send(());
+    run.await.unwrap().expect("the worker ran");
+    took
+}
+
+/// Median, min and max.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "quick");
+    let (n, rounds) = if quick { (1_000, 1) } else { (10_000, 5) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let check = client(None);
+        let names = ["bare", "veltrix default", "veltrix flush10"];
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        let mut requests: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        for round in 0..rounds {
+            for k in 0..names.len() {
+                // Rotate the order per round.
+                let who = (k + round) % names.len();
+                let q = fresh_queues(&check, n).await;
+                let count = CountRequests::default();
+                let took = match who {
+                    0 => bare(&q, n, count.clone(), &check).await,
+                    1 => worker(&q, n, count.clone(), &check, "").await,
+                    _ => worker(&q, n, count.clone(), &check, "publish_flush_ms = 10").await,
+                };
+                rates[who].push(n as f64 / took.as_secs_f64());
+                requests[who].push(count.0.load(Ordering::Relaxed) as f64 / n as f64);
+                for url in [&q.source, &q.out, &q.dlq] {
+                    let _ = check.delete_queue().queue_url(url).send().await;
+                }
+            }
+        }
+        let (bare_median, _, _) = spread(rates[0].clone());
+        for (who, name) in names.iter().enumerate() {
+            let (m, lo, hi) = spread(rates[who].clone());
+            let (r, rlo, rhi) = spread(requests[who].clone());
+            println!(
+                "router_mix {name}: {m:.0} msg/s (min {lo:.0}, max {hi:.0}), {r:.3} requests/msg ({rlo:.3}–{rhi:.3}), {:.2}x bare (median of {rounds}, {n} messages each)",
+                m / bare_median
+            );
+        }
+    });
+}
