@@ -372,6 +372,8 @@ impl Worker {
             }
         }
         draining.cancel();
+        // The poller template holds the context; drop it so the targets can be finished below.
+        drop(template);
         let drain_deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + settings.drain_timeout);
         if !aborted {
             release_unstarted(&ctx, &sequencer).await;
