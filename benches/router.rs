@@ -34,9 +34,24 @@ const ENDPOINT: &str = "http://127.0.0.1:4566";
 /// Consumers of the bare router (the peers were run with 8).
 const BARE_TASKS: usize = 8;
 
-/// Counts HTTP attempts made by one client.
+/// Counts HTTP attempts made by one client, in total and per operation (`X-Amz-Target`).
 #[derive(Debug, Default, Clone)]
-struct CountRequests(Arc<AtomicU64>);
+struct CountRequests(
+    Arc<AtomicU64>,
+    Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+);
+
+impl CountRequests {
+    /// Requests per message by operation, e.g. `ReceiveMessage 0.10`.
+    fn per_operation(&self, n: usize) -> String {
+        let by_op = self.1.lock().expect("counts");
+        by_op
+            .iter()
+            .map(|(op, c)| format!("{op} {:.3}", *c as f64 / n as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
 
 impl Intercept for CountRequests {
     fn name(&self) -> &'static str {
@@ -45,11 +60,17 @@ impl Intercept for CountRequests {
 
     fn read_before_attempt(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
+        let op = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .map_or("other", |t| t.trim_start_matches("AmazonSQS."));
+        *self.1.lock().expect("counts").entry(op.to_string()).or_default() += 1;
         Ok(())
     }
 }
@@ -361,6 +382,12 @@ fn main() {
                 };
                 rates[who].push(n as f64 / took.as_secs_f64());
                 requests[who].push(count.0.load(Ordering::Relaxed) as f64 / n as f64);
+                println!(
+                    "  round {round} {}: {:.0} msg/s, requests/msg {}",
+                    names[who],
+                    n as f64 / took.as_secs_f64(),
+                    count.per_operation(n)
+                );
                 for url in [&q.source, &q.out, &q.dlq] {
                     let _ = check.delete_queue().queue_url(url).send().await;
                 }

@@ -14,7 +14,11 @@
 //!   cannot choose per message and which adds to any delay (measured 1.9–3.0 s on top).
 //!
 //! A crash while a message is held redelivers it after the stream's ack deadline: a duplicate,
-//! never a loss. Held messages count against the stream's flow control.
+//! never a loss. At `close` the streams shut down with `NackImmediately`, which nacks every
+//! message still held. The emulator does not honour nacks sent during a stream's shutdown (they
+//! come back after the ack deadline, measured 10.07 s), so there a restart costs the ack deadline;
+//! nacking before the shutdown was tried and is worse there: the messages bounce back onto the
+//! closing stream and stay away longer. Held messages count against the stream's flow control.
 //!
 //! The delivery attempt is the service's when the subscription has a dead-letter policy, else
 //! a count kept by this process per message id (reset by a restart).
