@@ -1,9 +1,10 @@
-//! Collecting items into batches, limited by what is in flight: with no call in flight, what is
-//! queued goes out at once (an idle target adds no latency); while a call is in flight, a batch
-//! that is not full waits until it fills or a call returns (under load, batches fill and the
-//! requests per message fall), for at most [`MAX_IN_FLIGHT_WAIT`]. A full batch goes out
-//! whenever a call slot is free. An optional linger waits a little longer for more before any
-//! batch goes out.
+//! Collecting items into batches, limited by what is in flight ([`next_step`] decides, the task
+//! executes): with no call in flight, what is queued goes out at once (an idle target adds no
+//! latency) unless the arrival rate will fill the batch within a call's latency; while a call is
+//! in flight, a batch that is not full waits until it fills or a call returns (under load,
+//! batches fill and the requests per message fall), for at most [`MAX_IN_FLIGHT_WAIT`]. A full
+//! batch goes out whenever a call slot is free. An optional linger waits a little longer for
+//! more before any batch goes out.
 
 use crate::observe::events::{BatchTaskFailed, LogEvent};
 use std::future::Future;
@@ -54,6 +55,7 @@ where
     let handle = tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut flushes = JoinSet::new();
+        let mut load = Load::default();
         loop {
             let first = tokio::select! {
                 item = rx.recv() => match item {
@@ -66,25 +68,43 @@ where
                 }
             };
             let slot = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+            load.arrived(1);
             let mut batch = collect(&mut rx, first, max.max(1), linger).await;
-            let wait_until = tokio::time::Instant::now() + MAX_IN_FLIGHT_WAIT;
-            while in_flight_wait(batch.len(), max.max(1), flushes.len()) {
+            load.arrived(batch.len() - 1);
+            let started = tokio::time::Instant::now();
+            loop {
+                let step = next_step(
+                    batch.len(),
+                    max.max(1),
+                    flushes.len(),
+                    load.fill_eta(max.max(1).saturating_sub(batch.len())),
+                    load.call_latency,
+                    started.elapsed(),
+                );
+                let Step::WaitAtMost(wait) = step else { break };
                 tokio::select! {
                     item = rx.recv() => match item {
-                        Some(item) => batch.push(item),
+                        Some(item) => {
+                            load.arrived(1);
+                            batch.push(item);
+                        }
                         None => break,
                     },
-                    Some(_) = flushes.join_next() => break,
+                    Some(done) = flushes.join_next() => load.call_took(done),
                     // A call that hangs (a target near its timeout) holds nothing back for long.
-                    _ = tokio::time::sleep_until(wait_until) => break,
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
             let fut = flush(batch);
             flushes.spawn(async move {
+                let started = tokio::time::Instant::now();
                 fut.await;
                 drop(slot);
+                started.elapsed()
             });
-            while flushes.try_join_next().is_some() {}
+            while let Some(done) = flushes.try_join_next() {
+                load.call_took(done);
+            }
         }
         while flushes.join_next().await.is_some() {}
     });
@@ -96,10 +116,99 @@ where
 /// enough that a call which hangs until its timeout does not hold back the messages after it.
 pub const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_millis(50);
 
-/// Whether a batch of `len` items (at most `max`) waits for more before it goes out: only while
-/// it is not full and `in_flight` flushes are running, one of which returning ends the wait.
-pub fn in_flight_wait(len: usize, max: usize, in_flight: usize) -> bool {
-    len < max && in_flight > 0
+/// Longest a partial batch waits to fill while no call is in flight, and only when the items
+/// arriving would fill it that soon (the same as `publish_flush_ms = 10`, but only under load).
+pub const MAX_FILL_WAIT: Duration = Duration::from_millis(10);
+
+/// Gaps between arrivals longer than this count as this (an idle spell ends the estimate fast).
+const MAX_COUNTED_GAP: Duration = Duration::from_millis(100);
+
+/// What the batch task does next with a batch that is being collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Send it now.
+    Send,
+    /// Wait for more items, a call to return, or this long, then decide again.
+    WaitAtMost(Duration),
+}
+
+/// The batching policy, for a batch of `len` items (at most `max`) collected for `waited`:
+///
+/// - a full batch goes at once;
+/// - while calls are in flight, a partial batch waits for one to return or to fill, for at most
+///   [`MAX_IN_FLIGHT_WAIT`] (under load, batches grow and requests per message fall);
+/// - with no call in flight, it goes at once (an idle target adds no latency) unless, at the
+///   current arrival rate, the rest of the batch arrives within [`MAX_FILL_WAIT`] of the start
+///   and within twice a call's latency (`fill_eta`, `call_latency`): waiting that long then
+///   saves more than it costs.
+pub fn next_step(
+    len: usize,
+    max: usize,
+    in_flight: usize,
+    fill_eta: Option<Duration>,
+    call_latency: Duration,
+    waited: Duration,
+) -> Step {
+    if len >= max {
+        return Step::Send;
+    }
+    if in_flight > 0 {
+        return match MAX_IN_FLIGHT_WAIT.checked_sub(waited) {
+            Some(left) if !left.is_zero() => Step::WaitAtMost(left),
+            _ => Step::Send,
+        };
+    }
+    match fill_eta {
+        Some(eta) if waited + eta <= MAX_FILL_WAIT && eta <= call_latency * 2 && !eta.is_zero() => {
+            Step::WaitAtMost(eta)
+        }
+        _ => Step::Send,
+    }
+}
+
+/// What the batch task knows of its load: the mean gap between arrivals and a call's latency
+/// (moving averages, weight 1/8 for the newest).
+#[derive(Debug, Default)]
+struct Load {
+    last_arrival: Option<tokio::time::Instant>,
+    mean_gap: Duration,
+    call_latency: Duration,
+}
+
+impl Load {
+    /// `n` items arrived now.
+    fn arrived(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let first_gap = self
+            .last_arrival
+            .map_or(MAX_COUNTED_GAP, |t| now.duration_since(t).min(MAX_COUNTED_GAP));
+        self.last_arrival = Some(now);
+        self.mean_gap = average(self.mean_gap, first_gap);
+        for _ in 1..n.min(64) {
+            self.mean_gap = average(self.mean_gap, Duration::ZERO);
+        }
+    }
+
+    /// When `missing` more items will have arrived at the current rate (`None`: no estimate, or
+    /// the last arrival is already longer ago than the mean gap says).
+    fn fill_eta(&self, missing: usize) -> Option<Duration> {
+        let since = self.last_arrival?.elapsed();
+        let gap = self.mean_gap.max(since);
+        (since <= self.mean_gap * 2).then(|| gap * missing as u32)
+    }
+
+    fn call_took(&mut self, done: Result<Duration, tokio::task::JoinError>) {
+        if let Ok(took) = done {
+            self.call_latency = average(self.call_latency, took);
+        }
+    }
+}
+
+fn average(mean: Duration, new: Duration) -> Duration {
+    (mean * 7 + new) / 8
 }
 
 /// Starts a batch with `first` and adds queued items until `max` or, with a non-zero `linger`,
@@ -163,13 +272,35 @@ mod tests {
     }
 
     #[test]
-    fn only_a_partial_batch_behind_a_call_in_flight_waits() {
-        assert!(!in_flight_wait(1, 10, 0), "idle: out at once");
-        assert!(
-            in_flight_wait(1, 10, 1),
+    fn only_a_partial_batch_behind_a_call_in_flight_or_about_to_fill_waits() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_step(1, 10, 0, None, ms(5), ms(0)), Step::Send, "idle: out at once");
+        assert_eq!(
+            next_step(1, 10, 1, None, ms(5), ms(0)),
+            Step::WaitAtMost(MAX_IN_FLIGHT_WAIT),
             "a call in flight: wait for more or for its return"
         );
-        assert!(!in_flight_wait(10, 10, 3), "a full batch goes whenever a slot is free");
+        assert_eq!(next_step(3, 10, 1, None, ms(5), MAX_IN_FLIGHT_WAIT), Step::Send);
+        assert_eq!(
+            next_step(10, 10, 3, Some(ms(1)), ms(5), ms(0)),
+            Step::Send,
+            "a full batch goes whenever a slot is free"
+        );
+        assert_eq!(
+            next_step(5, 10, 0, Some(ms(4)), ms(5), ms(1)),
+            Step::WaitAtMost(ms(4)),
+            "under load, the rest arrives soon: wait for it"
+        );
+        assert_eq!(
+            next_step(5, 10, 0, Some(ms(4)), ms(5), ms(7)),
+            Step::Send,
+            "never past MAX_FILL_WAIT"
+        );
+        assert_eq!(
+            next_step(5, 10, 0, Some(ms(4)), Duration::from_micros(50), ms(0)),
+            Step::Send,
+            "calls cheaper than the wait: send"
+        );
     }
 
     /// (time of the flush, batch size) per flush.
