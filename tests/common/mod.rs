@@ -203,3 +203,60 @@ pub async fn open_pubsub_source(
     .await
     .unwrap()
 }
+
+/// A target that holds every publish until [`Gated::open`] is called, then passes it on to a
+/// memory queue: messages wait inside the worker, in flight, for as long as a test needs.
+#[derive(Clone)]
+pub struct Gated {
+    inner: MemoryQueue,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gated {
+    /// Closed at first.
+    pub fn new(inner: MemoryQueue) -> Self {
+        Self {
+            inner,
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+            held: Arc::default(),
+        }
+    }
+
+    /// Messages inside publish calls that wait for the gate.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every held and later publish through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for Gated {
+    fn describe(&self) -> String {
+        format!("gated {}", self.inner.describe())
+    }
+
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+
+    async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), veltrix_queue::QueueError>> {
+        use std::sync::atomic::Ordering;
+        self.held.fetch_add(batch.len(), Ordering::SeqCst);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+        self.held.fetch_sub(batch.len(), Ordering::SeqCst);
+        self.inner.publish(batch).await
+    }
+}
+
+/// Every message numbered in `expected` reached `out`, each exactly once.
+pub fn assert_each_arrived_once(out: &MemoryQueue, expected: std::ops::Range<u64>) {
+    let mut got = numbers(&out.snapshot());
+    got.sort_unstable();
+    assert_eq!(got, expected.collect::<Vec<_>>(), "each message exactly once");
+}
