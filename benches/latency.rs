@@ -12,9 +12,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
+use common::SQS_ENDPOINT as ENDPOINT;
 use serde_json::json;
 use veltrix::config::load_str;
 use veltrix::pipeline::settings::Settings;
@@ -23,29 +22,14 @@ use veltrix_queue::memory::MemoryQueue;
 use veltrix_queue::Publisher;
 use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 
-const ENDPOINT: &str = "http://127.0.0.1:4566";
 const REPLACED_SYSTEM_AVERAGE_MS: f64 = 350.0;
 
 fn client() -> Client {
-    Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(ENDPOINT)
-            .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-            .build(),
-    )
+    Client::from_conf(common::sqs_config().build())
 }
 
 async fn queue(c: &Client, what: &str) -> String {
-    c.create_queue()
-        .queue_name(format!("veltrix-latency-{what}-{:08x}", fastrand::u32(..)))
-        .send()
-        .await
-        .expect("create queue (is LocalStack running?)")
-        .queue_url()
-        .unwrap()
-        .to_string()
+    common::sqs_queue(c, &format!("latency-{what}")).await
 }
 
 fn now_ns() -> u64 {
@@ -80,21 +64,13 @@ async fn consume(c: Client, url: String, n: usize) -> Vec<f64> {
             .await
             .unwrap();
         let received = now_ns();
-        let mut delete = c.delete_message_batch().queue_url(&url);
-        for (i, m) in out.messages().iter().enumerate() {
+        for m in out.messages() {
             let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
             let sent = body["sent_ns"].as_u64().unwrap();
             latencies.push((received.saturating_sub(sent)) as f64 / 1e6);
-            delete = delete.entries(
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .build()
-                    .unwrap(),
-            );
         }
         if !out.messages().is_empty() {
-            delete.send().await.unwrap();
+            common::sqs_delete(&c, &url, out.messages()).await;
         }
     }
     latencies

@@ -11,6 +11,7 @@
 //! Run: `cargo bench --bench pipeline` (add `-- quick` for a shorter run). Results go to
 //! BENCHMARKS.md.
 
+mod common;
 mod workload;
 
 use std::sync::{Arc, Mutex};
@@ -184,11 +185,6 @@ fn simulated_network(pollers: usize, secs: f64) -> f64 {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     if std::env::args().any(|a| a == "--list") {
@@ -199,7 +195,7 @@ fn main() {
     let tputs: Vec<f64> = (0..runs).map(|_| throughput(n)).collect();
     println!(
         "pipeline_throughput_1core: median {:.0} msg/s over {runs} runs of {n} (runs: {:?})",
-        median(tputs.clone()),
+        common::median(tputs.clone()),
         tputs.iter().map(|t| *t as u64).collect::<Vec<_>>()
     );
 

@@ -16,21 +16,23 @@
 //! Needs LocalStack on 127.0.0.1:4566 (`benches/run.sh` starts it).
 //! Run: `cargo bench --bench router` (`-- quick`: 1 round of 1,000 messages, for CI).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_sqs::config::{BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::error::BoxError;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
+use common::SQS_ENDPOINT as ENDPOINT;
 use veltrix::config::load_str;
 use veltrix::pipeline::Worker;
 use veltrix_queue::Publisher;
 use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 
-const ENDPOINT: &str = "http://127.0.0.1:4566";
 /// Consumers of the bare router (the peers were run with 8).
 const BARE_TASKS: usize = 8;
 
@@ -76,11 +78,7 @@ impl Intercept for CountRequests {
 }
 
 fn client(count: Option<CountRequests>) -> Client {
-    let mut config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(ENDPOINT)
-        .credentials_provider(Credentials::new("test", "test", None, None, "bench"));
+    let mut config = common::sqs_config();
     if let Some(count) = count {
         config = config.interceptor(count);
     }
@@ -102,55 +100,20 @@ struct Queues {
     dlq: String,
 }
 
-async fn queue(c: &Client, what: &str) -> String {
-    let name = format!("veltrix-router-{what}-{:016x}", fastrand::u64(..));
-    c.create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("create queue (is LocalStack running? benches/run.sh starts it)")
-        .queue_url()
-        .unwrap()
-        .to_string()
-}
-
 async fn fresh_queues(c: &Client, n: usize) -> Queues {
     let q = Queues {
-        source: queue(c, "src").await,
-        out: queue(c, "out").await,
-        dlq: queue(c, "dlq").await,
+        source: common::sqs_queue(c, "router-src").await,
+        out: common::sqs_queue(c, "router-out").await,
+        dlq: common::sqs_queue(c, "router-dlq").await,
     };
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (c, url, next) = (c.clone(), q.source.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let first = next.fetch_add(10, Ordering::SeqCst);
-                if first >= n {
-                    return;
-                }
-                let mut req = c.send_message_batch().queue_url(&url);
-                for i in first..(first + 10).min(n) {
-                    let body = format!(
-                        r#"{{"type":"order.created","kind":"{}","id":"o-{i}","pad":"{}"}}"#,
-                        kind(i),
-                        "x".repeat(800)
-                    );
-                    let entry = SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .unwrap();
-                    req = req.entries(entry);
-                }
-                req.send().await.expect("fill the source queue");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    common::sqs_fill(c, &q.source, n, |i| {
+        format!(
+            r#"{{"type":"order.created","kind":"{}","id":"o-{i}","pad":"{}"}}"#,
+            kind(i),
+            "x".repeat(800)
+        )
+    })
+    .await;
     q
 }
 
@@ -243,17 +206,7 @@ async fn bare(q: &Queues, n: usize, count: CountRequests, check: &Client) -> Dur
                         assert!(sent.failed().is_empty(), "a send failed");
                     }
                 }
-                let mut delete = c.delete_message_batch().queue_url(&src);
-                for (i, m) in messages.iter().enumerate() {
-                    delete = delete.entries(
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(m.receipt_handle().unwrap())
-                            .build()
-                            .unwrap(),
-                    );
-                }
-                delete.send().await.expect("delete");
+                common::sqs_delete(&c, &src, messages).await;
             }
         }));
     }
@@ -347,12 +300,6 @@ actions = [{{ type = "drop" }}]
     took
 }
 
-/// Median, min and max.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -393,10 +340,10 @@ fn main() {
                 }
             }
         }
-        let (bare_median, _, _) = spread(rates[0].clone());
+        let (bare_median, _, _) = common::spread(rates[0].clone());
         for (who, name) in names.iter().enumerate() {
-            let (m, lo, hi) = spread(rates[who].clone());
-            let (r, rlo, rhi) = spread(requests[who].clone());
+            let (m, lo, hi) = common::spread(rates[who].clone());
+            let (r, rlo, rhi) = common::spread(requests[who].clone());
             println!(
                 "router_mix {name}: {m:.0} msg/s (min {lo:.0}, max {hi:.0}), {r:.3} requests/msg ({rlo:.3}–{rhi:.3}), {:.2}x bare (median of {rounds}, {n} messages each)",
                 m / bare_median

@@ -8,6 +8,7 @@
 //!
 //! Run: `cargo bench --bench sandbox` (add `-- quick` for a shorter run).
 
+mod common;
 mod workload;
 
 use std::sync::Arc;
@@ -131,11 +132,6 @@ fn pipeline(n: usize, transform: bool) -> f64 {
     })
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -167,8 +163,8 @@ fn main() {
             plain.push(pipeline(messages, false));
         }
     }
-    let (p, pmin, pmax) = median(plain);
-    let (t, tmin, tmax) = median(transformed);
+    let (p, pmin, pmax) = common::spread(plain);
+    let (t, tmin, tmax) = common::spread(transformed);
     println!(
         "pipeline_forward_plain: median {p:.0} msg/s (min {pmin:.0}, max {pmax:.0}) over {runs} runs of {messages}"
     );

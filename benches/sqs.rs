@@ -10,64 +10,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
+use common::SQS_ENDPOINT as ENDPOINT;
 use serde_json::json;
 use veltrix::pipeline::settings::Settings;
 use veltrix_sqs::{SqsSource, SqsSourceOptions};
 
-const ENDPOINT: &str = "http://127.0.0.1:4566";
-
 fn client() -> Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(ENDPOINT)
-        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-        .build();
-    Client::from_conf(config)
+    Client::from_conf(common::sqs_config().build())
 }
 
 async fn fresh_queue(c: &Client) -> String {
-    let name = format!("veltrix-bench-{:016x}", fastrand::u64(..));
-    c.create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("create queue (is LocalStack running?)")
-        .queue_url()
-        .unwrap()
-        .to_string()
+    common::sqs_queue(c, "bench").await
 }
 
 async fn fill(c: &Client, url: &str, n: usize) {
-    let body =
+    common::sqs_fill(c, url, n, |_| {
         serde_json::to_string(&json!({"type": "order.created", "id": "o-1", "amount": 1500, "pad": "x".repeat(800)}))
-            .unwrap();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (c, url, body, sent) = (c.clone(), url.to_string(), body.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            while sent.fetch_add(10, Ordering::SeqCst) < n {
-                let mut req = c.send_message_batch().queue_url(&url);
-                for i in 0..10 {
-                    req = req.entries(
-                        SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(&body)
-                            .build()
-                            .unwrap(),
-                    );
-                }
-                req.send().await.expect("send");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+            .unwrap()
+    })
+    .await;
 }
 
 /// The baseline: `pollers` loops of receive(10, long poll) + DeleteMessageBatch.
@@ -91,17 +53,7 @@ async fn bare_loop(c: &Client, url: &str, n: usize, pollers: usize) -> f64 {
                 if msgs.is_empty() {
                     continue;
                 }
-                let mut del = c.delete_message_batch().queue_url(&url);
-                for (i, m) in msgs.iter().enumerate() {
-                    del = del.entries(
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(m.receipt_handle().unwrap())
-                            .build()
-                            .unwrap(),
-                    );
-                }
-                del.send().await.unwrap();
+                common::sqs_delete(&c, &url, msgs).await;
                 done.fetch_add(msgs.len(), Ordering::SeqCst);
             }
         }));

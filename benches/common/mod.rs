@@ -45,3 +45,83 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Median, min and max of several runs.
+pub fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// LocalStack, as every SQS bench reaches it.
+pub const SQS_ENDPOINT: &str = "http://127.0.0.1:4566";
+
+/// An SQS client config for LocalStack with test credentials (add interceptors, then build).
+pub fn sqs_config() -> aws_sdk_sqs::config::Builder {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(SQS_ENDPOINT)
+        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
+}
+
+/// A fresh, uniquely named queue `veltrix-<what>-<random>`.
+pub async fn sqs_queue(c: &aws_sdk_sqs::Client, what: &str) -> String {
+    c.create_queue()
+        .queue_name(format!("veltrix-{what}-{:016x}", fastrand::u64(..)))
+        .send()
+        .await
+        .expect("create queue (is LocalStack running? benches/run.sh starts it)")
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+/// Sends messages `0..n` (the body of message `i` is `body(i)`) to `url` in batches of 10, from
+/// 8 tasks.
+pub async fn sqs_fill(c: &aws_sdk_sqs::Client, url: &str, n: usize, body: fn(usize) -> String) {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, url, next) = (c.clone(), url.to_string(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(10, Ordering::SeqCst);
+                if first >= n {
+                    return;
+                }
+                let mut req = c.send_message_batch().queue_url(&url);
+                for i in first..(first + 10).min(n) {
+                    let entry = SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body(i))
+                        .build()
+                        .unwrap();
+                    req = req.entries(entry);
+                }
+                req.send().await.expect("fill the queue");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Deletes received messages in one `DeleteMessageBatch` (at most 10).
+pub async fn sqs_delete(c: &aws_sdk_sqs::Client, url: &str, messages: &[aws_sdk_sqs::types::Message]) {
+    use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+    let mut delete = c.delete_message_batch().queue_url(url);
+    for (i, m) in messages.iter().enumerate() {
+        delete = delete.entries(
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap())
+                .build()
+                .unwrap(),
+        );
+    }
+    delete.send().await.expect("delete");
+}
