@@ -98,7 +98,8 @@ pub mod defaults {
         10
     }
     /// Extra wait to fill a batch of publishes; 0 publishes what is queued as soon as a slot is
-    /// free (batches still fill under load), so forwarding adds no latency.
+    /// free, so forwarding adds no latency when idle (under load batches still fill:
+    /// `pipeline::batch::next_step`).
     pub const fn publish_flush_ms() -> u64 {
         0
     }
