@@ -77,7 +77,7 @@ where
                     batch.len(),
                     max.max(1),
                     flushes.len(),
-                    load.fill_eta(max.max(1).saturating_sub(batch.len())),
+                    load.gap(),
                     load.call_latency,
                     started.elapsed(),
                 );
@@ -132,37 +132,48 @@ pub enum Step {
     WaitAtMost(Duration),
 }
 
-/// The batching policy, for a batch of `len` items (at most `max`) collected for `waited`:
+/// The batching policy, for a batch of `len` items (at most `max`) collected for `waited`, with
+/// items arriving every `gap` on average (`None`: no estimate, or the arrivals have stopped) and
+/// calls taking `call_latency` on average (`None`: none has returned yet):
 ///
 /// - a full batch goes at once;
-/// - while calls are in flight, a partial batch waits for one to return or to fill, for at most
-///   [`MAX_IN_FLIGHT_WAIT`] (under load, batches grow and requests per message fall);
-/// - with no call in flight, it goes at once (an idle target adds no latency) unless, at the
-///   current arrival rate, the rest of the batch arrives within [`MAX_FILL_WAIT`] of the start
-///   and within twice a call's latency (`fill_eta`, `call_latency`): waiting that long then
-///   saves more than it costs.
+/// - while calls are in flight, a partial batch waits for one to return or for the batch to
+///   fill, for at most [`MAX_IN_FLIGHT_WAIT`], but only when more items are expected before a
+///   call returns (`gap` below `call_latency`, or the latency is not known yet): under load,
+///   batches grow and requests per message fall, while sparse messages never wait for nothing;
+/// - otherwise it goes at once (an idle target adds no latency) unless, at the current arrival
+///   rate, the rest of the batch arrives within [`MAX_FILL_WAIT`] of the start and within twice
+///   a call's latency: waiting that long then saves more than it costs.
 pub fn next_step(
     len: usize,
     max: usize,
     in_flight: usize,
-    fill_eta: Option<Duration>,
-    call_latency: Duration,
+    gap: Option<Duration>,
+    call_latency: Option<Duration>,
     waited: Duration,
 ) -> Step {
     if len >= max {
         return Step::Send;
     }
-    if in_flight > 0 {
+    let more_before_a_return = match (gap, call_latency) {
+        (_, None) => true,
+        (Some(gap), Some(latency)) => gap < latency,
+        (None, Some(_)) => false,
+    };
+    if in_flight > 0 && more_before_a_return {
         return match MAX_IN_FLIGHT_WAIT.checked_sub(waited) {
             Some(left) if !left.is_zero() => Step::WaitAtMost(left),
             _ => Step::Send,
         };
     }
-    match fill_eta {
-        Some(eta) if waited + eta <= MAX_FILL_WAIT && eta <= call_latency * 2 && !eta.is_zero() => {
-            Step::WaitAtMost(eta)
-        }
-        _ => Step::Send,
+    let (Some(gap), Some(latency)) = (gap, call_latency) else {
+        return Step::Send;
+    };
+    let eta = gap * (max - len) as u32;
+    if !eta.is_zero() && waited + eta <= MAX_FILL_WAIT && eta <= latency * 2 {
+        Step::WaitAtMost(eta)
+    } else {
+        Step::Send
     }
 }
 
@@ -172,7 +183,7 @@ pub fn next_step(
 struct Load {
     last_arrival: Option<tokio::time::Instant>,
     mean_gap: Duration,
-    call_latency: Duration,
+    call_latency: Option<Duration>,
 }
 
 impl Load {
@@ -192,17 +203,16 @@ impl Load {
         }
     }
 
-    /// When `missing` more items will have arrived at the current rate (`None`: no estimate, or
-    /// the last arrival is already longer ago than the mean gap says).
-    fn fill_eta(&self, missing: usize) -> Option<Duration> {
+    /// The mean gap between arrivals, or `None` when there is no estimate or the last arrival is
+    /// already longer ago than twice the mean gap (the arrivals have stopped).
+    fn gap(&self) -> Option<Duration> {
         let since = self.last_arrival?.elapsed();
-        let gap = self.mean_gap.max(since);
-        (since <= self.mean_gap * 2).then(|| gap * missing as u32)
+        (since <= self.mean_gap * 2).then(|| self.mean_gap.max(since))
     }
 
     fn call_took(&mut self, done: Result<Duration, tokio::task::JoinError>) {
         if let Ok(took) = done {
-            self.call_latency = average(self.call_latency, took);
+            self.call_latency = Some(self.call_latency.map_or(took, |mean| average(mean, took)));
         }
     }
 }
@@ -274,30 +284,48 @@ mod tests {
     #[test]
     fn only_a_partial_batch_behind_a_call_in_flight_or_about_to_fill_waits() {
         let ms = Duration::from_millis;
-        assert_eq!(next_step(1, 10, 0, None, ms(5), ms(0)), Step::Send, "idle: out at once");
+        let us = Duration::from_micros;
         assert_eq!(
-            next_step(1, 10, 1, None, ms(5), ms(0)),
-            Step::WaitAtMost(MAX_IN_FLIGHT_WAIT),
-            "a call in flight: wait for more or for its return"
+            next_step(1, 10, 0, None, Some(ms(5)), ms(0)),
+            Step::Send,
+            "idle: out at once"
         );
-        assert_eq!(next_step(3, 10, 1, None, ms(5), MAX_IN_FLIGHT_WAIT), Step::Send);
         assert_eq!(
-            next_step(10, 10, 3, Some(ms(1)), ms(5), ms(0)),
+            next_step(1, 10, 1, Some(ms(1)), Some(ms(5)), ms(0)),
+            Step::WaitAtMost(MAX_IN_FLIGHT_WAIT),
+            "a call in flight and more coming before it returns: wait for more or for its return"
+        );
+        assert_eq!(
+            next_step(1, 10, 1, None, None, ms(0)),
+            Step::WaitAtMost(MAX_IN_FLIGHT_WAIT),
+            "no call has returned yet: wait behind the first"
+        );
+        assert_eq!(
+            next_step(1, 10, 1, Some(ms(20)), Some(ms(5)), ms(0)),
+            Step::Send,
+            "sparse arrivals (one per 20 ms, calls of 5 ms): waiting gains nothing"
+        );
+        assert_eq!(
+            next_step(3, 10, 1, Some(ms(1)), Some(ms(5)), MAX_IN_FLIGHT_WAIT),
+            Step::Send
+        );
+        assert_eq!(
+            next_step(10, 10, 3, Some(us(100)), Some(ms(5)), ms(0)),
             Step::Send,
             "a full batch goes whenever a slot is free"
         );
         assert_eq!(
-            next_step(5, 10, 0, Some(ms(4)), ms(5), ms(1)),
+            next_step(5, 10, 0, Some(us(800)), Some(ms(5)), ms(1)),
             Step::WaitAtMost(ms(4)),
             "under load, the rest arrives soon: wait for it"
         );
         assert_eq!(
-            next_step(5, 10, 0, Some(ms(4)), ms(5), ms(7)),
+            next_step(5, 10, 0, Some(us(800)), Some(ms(5)), ms(7)),
             Step::Send,
             "never past MAX_FILL_WAIT"
         );
         assert_eq!(
-            next_step(5, 10, 0, Some(ms(4)), Duration::from_micros(50), ms(0)),
+            next_step(5, 10, 0, Some(us(800)), Some(us(50)), ms(0)),
             Step::Send,
             "calls cheaper than the wait: send"
         );
