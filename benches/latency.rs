@@ -152,11 +152,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let (n, runs) = if quick { (200, 1) } else { (500, 3) };
     let rate = 50.0;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let c = client();
         let mut bare = Vec::new();

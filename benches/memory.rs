@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench --bench memory`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,11 +93,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let mut rows = Vec::new();
     for _ in 0..3 {
         rows.push(rt.block_on(one_run()));

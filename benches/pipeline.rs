@@ -154,11 +154,7 @@ fn latency(rate_per_sec: u64, secs: u64) -> (f64, f64, f64, usize) {
 }
 
 fn simulated_network(pollers: usize, secs: f64) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let rules = rules_100();
     rt.block_on(async {
         let mut cfg = MemoryQueueConfig::named("src");

@@ -113,11 +113,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let n = if quick { 2_000 } else { 10_000 };
     let runs = if quick { 1 } else { 3 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let admin = EmulatorAdmin::connect().await.expect("emulator");
         for streams in [1usize, 2, 4, 8] {

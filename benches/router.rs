@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,17 +35,19 @@ use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 /// Consumers of the bare router (the peers were run with 8).
 const BARE_TASKS: usize = 8;
 
-/// Counts HTTP attempts made by one client, in total and per operation (`X-Amz-Target`).
+/// Counts HTTP attempts made by one client, per operation (`X-Amz-Target`).
 #[derive(Debug, Default, Clone)]
-struct CountRequests(
-    Arc<AtomicU64>,
-    Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
-);
+struct CountRequests(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
 
 impl CountRequests {
+    /// Requests of every operation.
+    fn total(&self) -> u64 {
+        self.0.lock().expect("counts").values().sum()
+    }
+
     /// Requests per message by operation, e.g. `ReceiveMessage 0.10`.
     fn per_operation(&self, n: usize) -> String {
-        let by_op = self.1.lock().expect("counts");
+        let by_op = self.0.lock().expect("counts");
         by_op
             .iter()
             .map(|(op, c)| format!("{op} {:.3}", *c as f64 / n as f64))
@@ -66,13 +67,12 @@ impl Intercept for CountRequests {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
         let op = context
             .request()
             .headers()
             .get("x-amz-target")
             .map_or("other", |t| t.trim_start_matches("AmazonSQS."));
-        *self.1.lock().expect("counts").entry(op.to_string()).or_default() += 1;
+        *self.0.lock().expect("counts").entry(op.to_string()).or_default() += 1;
         Ok(())
     }
 }
@@ -306,11 +306,7 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "quick");
     let (n, rounds) = if quick { (1_000, 1) } else { (10_000, 5) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let check = client(None);
         let names = ["bare", "veltrix default", "veltrix flush10"];
@@ -328,7 +324,7 @@ fn main() {
                     _ => worker(&q, n, count.clone(), &check, "publish_flush_ms = 10").await,
                 };
                 rates[who].push(n as f64 / took.as_secs_f64());
-                requests[who].push(count.0.load(Ordering::Relaxed) as f64 / n as f64);
+                requests[who].push(count.total() as f64 / n as f64);
                 println!(
                     "  round {round} {}: {:.0} msg/s, requests/msg {}",
                     names[who],

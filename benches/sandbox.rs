@@ -73,11 +73,7 @@ fn sandbox_one_at_a_time(n: usize) -> f64 {
 }
 
 fn sandbox_concurrent(n: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let sandbox = Arc::new(Sandbox::start(&sandbox_settings(), vec![TRANSFORM.into()]).unwrap());
     let input = envelope();
     rt.block_on(async {

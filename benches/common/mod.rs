@@ -40,6 +40,16 @@ pub async fn drop_all_rate(source: Arc<dyn Source>, settings: Settings, n: usize
     n as f64 / secs
 }
 
+/// The runtime the multi-threaded benches run on: 2 worker threads, one per core of the
+/// project's machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The median of several runs.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
