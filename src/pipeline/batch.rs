@@ -1,10 +1,11 @@
 //! Collecting items into batches, limited by what is in flight ([`next_step`] decides, the task
 //! executes): with no call in flight, what is queued goes out at once (an idle target adds no
-//! latency) unless the arrival rate will fill the batch within a call's latency; while a call is
-//! in flight, a batch that is not full waits until it fills or a call returns (under load,
-//! batches fill and the requests per message fall), for at most [`MAX_IN_FLIGHT_WAIT`]. A full
-//! batch goes out whenever a call slot is free. An optional linger waits a little longer for
-//! more before any batch goes out.
+//! latency) unless the arrivals will fill the batch within a call's latency; while a call is in
+//! flight, a batch that is not full waits until it fills or a call returns (under load, batches
+//! fill and the requests per message fall), for at most [`MAX_IN_FLIGHT_WAIT`]. Arrivals are
+//! measured in bursts ([`BURST_WINDOW`]), since a receive hands over up to 10 items at once. A
+//! full batch goes out whenever a call slot is free. An optional linger waits a little longer
+//! for more before any batch goes out.
 
 use crate::observe::events::{BatchTaskFailed, LogEvent};
 use std::future::Future;
@@ -77,7 +78,7 @@ where
                     batch.len(),
                     max.max(1),
                     flushes.len(),
-                    load.gap(),
+                    load.arrivals(),
                     load.call_latency,
                     started.elapsed(),
                 );
@@ -120,7 +121,13 @@ pub const MAX_IN_FLIGHT_WAIT: Duration = Duration::from_millis(50);
 /// arriving would fill it that soon (the same as `publish_flush_ms = 10`, but only under load).
 pub const MAX_FILL_WAIT: Duration = Duration::from_millis(10);
 
-/// Gaps between arrivals longer than this count as this (an idle spell ends the estimate fast).
+/// Items that arrive within this of the first item of a burst belong to that burst. Items come
+/// in bursts: one receive brings up to 10 messages, and the pipeline hands their forwards to
+/// the batch task within microseconds of each other. Measuring the gap between bursts instead
+/// of between items keeps a pause between two receives from looking like the end of the load.
+pub const BURST_WINDOW: Duration = Duration::from_millis(1);
+
+/// Gaps between bursts longer than this count as this (an idle spell ends the estimate fast).
 const MAX_COUNTED_GAP: Duration = Duration::from_millis(100);
 
 /// What the batch task does next with a batch that is being collected.
@@ -132,15 +139,32 @@ pub enum Step {
     WaitAtMost(Duration),
 }
 
-/// The batching policy, for a batch of `len` items (at most `max`) collected for `waited`, with
-/// items arriving every `gap` on average (`None`: no estimate, or the arrivals have stopped) and
-/// calls taking `call_latency` on average (`None`: none has returned yet):
+/// How items are arriving: a burst of `items` on average (at least 1) every `every`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrivals {
+    /// The mean time from one burst to the next.
+    pub every: Duration,
+    /// The mean number of items in a burst.
+    pub items: f64,
+}
+
+impl Arrivals {
+    /// How long until `n` more items have arrived at this rate.
+    fn time_for(&self, n: usize) -> Duration {
+        self.every.mul_f64(n as f64 / self.items.max(1.0))
+    }
+}
+
+/// The batching policy, for a batch of `len` items (at most `max`) collected for `waited`,
+/// with items arriving as `arrivals` says (`None`: no estimate, or the arrivals have stopped)
+/// and calls taking `call_latency` on average (`None`: none has returned yet):
 ///
 /// - a full batch goes at once;
 /// - while calls are in flight, a partial batch waits for one to return or for the batch to
-///   fill, for at most [`MAX_IN_FLIGHT_WAIT`], but only when more items are expected before a
-///   call returns (`gap` below `call_latency`, or the latency is not known yet): under load,
-///   batches grow and requests per message fall, while sparse messages never wait for nothing;
+///   fill, for at most [`MAX_IN_FLIGHT_WAIT`], but only when another burst is expected before
+///   a call returns (bursts come more often than calls take, or the latency is not known yet):
+///   under load, batches grow and requests per message fall, while sparse messages never wait
+///   for nothing;
 /// - otherwise it goes at once (an idle target adds no latency) unless, at the current arrival
 ///   rate, the rest of the batch arrives within [`MAX_FILL_WAIT`] of the start and within twice
 ///   a call's latency: waiting that long then saves more than it costs.
@@ -148,16 +172,16 @@ pub fn next_step(
     len: usize,
     max: usize,
     in_flight: usize,
-    gap: Option<Duration>,
+    arrivals: Option<Arrivals>,
     call_latency: Option<Duration>,
     waited: Duration,
 ) -> Step {
     if len >= max {
         return Step::Send;
     }
-    let more_before_a_return = match (gap, call_latency) {
+    let more_before_a_return = match (arrivals, call_latency) {
         (_, None) => true,
-        (Some(gap), Some(latency)) => gap < latency,
+        (Some(arrivals), Some(latency)) => arrivals.every < latency,
         (None, Some(_)) => false,
     };
     if in_flight > 0 && more_before_a_return {
@@ -166,10 +190,10 @@ pub fn next_step(
             _ => Step::Send,
         };
     }
-    let (Some(gap), Some(latency)) = (gap, call_latency) else {
+    let (Some(arrivals), Some(latency)) = (arrivals, call_latency) else {
         return Step::Send;
     };
-    let eta = gap * (max - len) as u32;
+    let eta = arrivals.time_for(max - len);
     if !eta.is_zero() && waited + eta <= MAX_FILL_WAIT && eta <= latency * 2 {
         Step::WaitAtMost(eta)
     } else {
@@ -177,12 +201,16 @@ pub fn next_step(
     }
 }
 
-/// What the batch task knows of its load: the mean gap between arrivals and a call's latency
-/// (moving averages, weight 1/8 for the newest).
+/// What the batch task knows of its load: the bursts in which items arrive (see
+/// [`BURST_WINDOW`]) and a call's latency (moving averages, weight 1/8 for the newest).
 #[derive(Debug, Default)]
 struct Load {
+    /// When the current burst started, and how many items it has.
+    burst: Option<(tokio::time::Instant, usize)>,
     last_arrival: Option<tokio::time::Instant>,
-    mean_gap: Duration,
+    /// The mean time from one burst's start to the next; `None` before the second burst.
+    burst_gap: Option<Duration>,
+    burst_items: f64,
     call_latency: Option<Duration>,
 }
 
@@ -193,21 +221,34 @@ impl Load {
             return;
         }
         let now = tokio::time::Instant::now();
-        let first_gap = self
-            .last_arrival
-            .map_or(MAX_COUNTED_GAP, |t| now.duration_since(t).min(MAX_COUNTED_GAP));
         self.last_arrival = Some(now);
-        self.mean_gap = average(self.mean_gap, first_gap);
-        for _ in 1..n.min(64) {
-            self.mean_gap = average(self.mean_gap, Duration::ZERO);
+        match self.burst {
+            Some((start, ref mut items)) if now.duration_since(start) < BURST_WINDOW => *items += n,
+            previous => {
+                if let Some((start, items)) = previous {
+                    let gap = now.duration_since(start).min(MAX_COUNTED_GAP);
+                    self.burst_gap = Some(self.burst_gap.map_or(gap, |mean| average(mean, gap)));
+                    self.burst_items = if self.burst_items == 0.0 {
+                        items as f64
+                    } else {
+                        (self.burst_items * 7.0 + items as f64) / 8.0
+                    };
+                }
+                self.burst = Some((now, n));
+            }
         }
     }
 
-    /// The mean gap between arrivals, or `None` when there is no estimate or the last arrival is
-    /// already longer ago than twice the mean gap (the arrivals have stopped).
-    fn gap(&self) -> Option<Duration> {
+    /// How items arrive, or `None` when there is no estimate yet or the last arrival is already
+    /// longer ago than twice the mean gap between bursts (the arrivals have stopped). A gap
+    /// that is already longer than the mean counts as it is.
+    fn arrivals(&self) -> Option<Arrivals> {
+        let mean = self.burst_gap?;
         let since = self.last_arrival?.elapsed();
-        (since <= self.mean_gap * 2).then(|| self.mean_gap.max(since))
+        (since <= mean * 2).then(|| Arrivals {
+            every: mean.max(since),
+            items: self.burst_items,
+        })
     }
 
     fn call_took(&mut self, done: Result<Duration, tokio::task::JoinError>) {
@@ -281,6 +322,11 @@ mod tests {
         assert!(sizes.iter().all(|&n| n <= 10));
     }
 
+    /// Bursts of `items` every `every`.
+    fn bursts(every: Duration, items: f64) -> Option<Arrivals> {
+        Some(Arrivals { every, items })
+    }
+
     #[test]
     fn only_a_partial_batch_behind_a_call_in_flight_or_about_to_fill_waits() {
         let ms = Duration::from_millis;
@@ -291,7 +337,7 @@ mod tests {
             "idle: out at once"
         );
         assert_eq!(
-            next_step(1, 10, 1, Some(ms(1)), Some(ms(5)), ms(0)),
+            next_step(1, 10, 1, bursts(ms(1), 1.0), Some(ms(5)), ms(0)),
             Step::WaitAtMost(MAX_IN_FLIGHT_WAIT),
             "a call in flight and more coming before it returns: wait for more or for its return"
         );
@@ -301,34 +347,74 @@ mod tests {
             "no call has returned yet: wait behind the first"
         );
         assert_eq!(
-            next_step(1, 10, 1, Some(ms(20)), Some(ms(5)), ms(0)),
+            next_step(1, 10, 1, bursts(ms(20), 1.0), Some(ms(5)), ms(0)),
             Step::Send,
             "sparse arrivals (one per 20 ms, calls of 5 ms): waiting gains nothing"
         );
         assert_eq!(
-            next_step(3, 10, 1, Some(ms(1)), Some(ms(5)), MAX_IN_FLIGHT_WAIT),
+            next_step(3, 10, 1, bursts(ms(1), 1.0), Some(ms(5)), MAX_IN_FLIGHT_WAIT),
             Step::Send
         );
         assert_eq!(
-            next_step(10, 10, 3, Some(us(100)), Some(ms(5)), ms(0)),
+            next_step(10, 10, 3, bursts(us(100), 1.0), Some(ms(5)), ms(0)),
             Step::Send,
             "a full batch goes whenever a slot is free"
         );
         assert_eq!(
-            next_step(5, 10, 0, Some(us(800)), Some(ms(5)), ms(1)),
+            next_step(5, 10, 0, bursts(us(800), 1.0), Some(ms(5)), ms(1)),
             Step::WaitAtMost(ms(4)),
             "under load, the rest arrives soon: wait for it"
         );
         assert_eq!(
-            next_step(5, 10, 0, Some(us(800)), Some(ms(5)), ms(7)),
+            next_step(5, 10, 0, bursts(ms(4), 5.0), Some(ms(5)), ms(0)),
+            Step::WaitAtMost(ms(4)),
+            "bursts of 5 every 4 ms: the next burst fills it"
+        );
+        assert_eq!(
+            next_step(5, 10, 0, bursts(us(800), 1.0), Some(ms(5)), ms(7)),
             Step::Send,
             "never past MAX_FILL_WAIT"
         );
         assert_eq!(
-            next_step(5, 10, 0, Some(us(800)), Some(us(50)), ms(0)),
+            next_step(5, 10, 0, bursts(us(800), 1.0), Some(us(50)), ms(0)),
             Step::Send,
             "calls cheaper than the wait: send"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pause_between_bursts_is_not_the_end_of_the_load() {
+        let mut load = Load::default();
+        load.call_took(Ok(Duration::from_millis(8)));
+        // Receives of 7 forwards each, every 3 ms.
+        for _ in 0..20 {
+            load.arrived(7);
+            tokio::time::advance(Duration::from_millis(3)).await;
+        }
+        let arrivals = load.arrivals().expect("bursts every 3 ms: still arriving 3 ms after one");
+        assert_eq!(arrivals.every, Duration::from_millis(3));
+        assert!((arrivals.items - 7.0).abs() < 0.01, "{arrivals:?}");
+        assert!(matches!(
+            next_step(7, 10, 1, Some(arrivals), load.call_latency, Duration::ZERO),
+            Step::WaitAtMost(_)
+        ));
+        tokio::time::advance(Duration::from_millis(4)).await;
+        assert_eq!(load.arrivals(), None, "7 ms without a burst: the arrivals have stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_of_one_burst_count_as_one_arrival() {
+        let mut load = Load::default();
+        for _ in 0..10 {
+            for _ in 0..4 {
+                load.arrived(1);
+                tokio::time::advance(Duration::from_micros(100)).await;
+            }
+            tokio::time::advance(Duration::from_micros(4600)).await;
+        }
+        let arrivals = load.arrivals().expect("arriving");
+        assert_eq!(arrivals.every, Duration::from_millis(5));
+        assert!((arrivals.items - 4.0).abs() < 0.01, "{arrivals:?}");
     }
 
     /// (time of the flush, batch size) per flush.
