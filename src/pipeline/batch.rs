@@ -391,7 +391,9 @@ mod tests {
             load.arrived(7);
             tokio::time::advance(Duration::from_millis(3)).await;
         }
-        let arrivals = load.arrivals().expect("bursts every 3 ms: still arriving 3 ms after one");
+        let arrivals = load
+            .arrivals()
+            .expect("bursts every 3 ms: still arriving 3 ms after one");
         assert_eq!(arrivals.every, Duration::from_millis(3));
         assert!((arrivals.items - 7.0).abs() < 0.01, "{arrivals:?}");
         assert!(matches!(
