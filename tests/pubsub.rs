@@ -261,6 +261,60 @@ async fn worker_drains_ten_thousand_messages_with_none_lost() {
     leftover.close().await;
 }
 
+/// A drain does not wait out a receive that is waiting on the streams' buffer: the Pub/Sub
+/// source's receive is local, so stopping it loses nothing, and a worker with a 20 s receive
+/// wait stops in far less than that (it used to wait for the receive to time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_stops_a_waiting_receive_at_once() {
+    let admin = admin().await;
+    let (topic, sub) = admin
+        .topic_with_subscription("drain-wait", |s| s)
+        .await
+        .expect("topic and subscription");
+    publish_all(
+        &admin,
+        &topic,
+        (0..3u64).map(|n| body(&format!(r#"{{"n":{n}}}"#))).collect(),
+    )
+    .await;
+    let targets = Targets::new();
+    let mut s = settings();
+    s.receive_wait = Duration::from_secs(20);
+    let source = open_source(&admin, &sub, 1).await;
+    let w = veltrix::pipeline::Worker::new(Arc::new(source), rules(FORWARD_ALL), targets.list(), 1, s);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(w.run(async move {
+        let _ = stopped.await;
+    }));
+    let out = targets.out.clone();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while out.len() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("3 messages forwarded within 30 s");
+    let asked = Instant::now();
+    let _ = stop.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    let took = asked.elapsed();
+    assert_eq!(summary.forwarded, 3, "{summary}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the drain took {took:?}; a waiting receive (20 s) held it"
+    );
+    let leftover = open_source(&admin, &sub, 1).await;
+    assert!(
+        arrivals_during(&leftover, UNACKED_WINDOW).await.is_empty(),
+        "a message came back after the drain: an ack was lost"
+    );
+    leftover.close().await;
+}
+
 /// `veltrix dlq replay` (the binary) on Pub/Sub: reads the dead letters from a subscription on
 /// the dead-letter topic, publishes them to the source subscription's topic without the
 /// worker's attributes, and leaves one replayed too often where it is.

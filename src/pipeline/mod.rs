@@ -527,6 +527,8 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
         let (received, stopping) = tokio::select! {
             biased;
             r = &mut receive => (r, false),
+            // A receive from a local buffer is stopped at once: what it did not take stays there.
+            _ = draining.cancelled(), if ctx.source.limits().receive_cancel_safe => (Ok(Ok(Received::Messages(Vec::new()))), true),
             _ = draining.cancelled() => match tokio::time::timeout(ctx.settings.drain_timeout, &mut receive).await {
                 Ok(r) => (r, true),
                 // Past the drain: give up on it (its messages come back after their lease).

@@ -39,6 +39,10 @@ pub struct SourceLimits {
     pub max_lease: Duration,
     /// The lease a received message starts with (visibility timeout / ack deadline).
     pub initial_lease: Duration,
+    /// Whether a `receive` that is still waiting may be dropped without hiding a message (it
+    /// waits on a local buffer, not on a remote long poll that may already have taken
+    /// messages): a drain then stops it at once instead of waiting for it to return.
+    pub receive_cancel_safe: bool,
 }
 
 /// What [`Source::requeue`] did.

@@ -347,6 +347,8 @@ impl Source for PubSubSource {
             max_ack_batch: MAX_ACK_BATCH,
             max_lease: MAX_ACK_DEADLINE,
             initial_lease: self.initial_lease,
+            // `receive` waits on the streams' local channel; what it has not taken stays there.
+            receive_cancel_safe: true,
         }
     }
 

@@ -172,6 +172,8 @@ impl Source for SqsSource {
             max_ack_batch: MAX_BATCH,
             max_lease: MAX_VISIBILITY,
             initial_lease: self.lease,
+            // A long poll that is dropped may already have made messages invisible.
+            receive_cancel_safe: false,
         }
     }
 
