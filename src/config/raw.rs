@@ -62,13 +62,13 @@ pub mod defaults {
     }
     /// Parallel Pub/Sub streaming-pull streams.
     pub const fn pubsub_streams() -> u32 {
-        1
+        veltrix_pubsub::limits::DEFAULT_STREAMS
     }
     /// Pub/Sub flow control per stream: messages handed out and not yet settled.
     pub const fn pubsub_max_outstanding_messages() -> u64 {
         veltrix_pubsub::limits::DEFAULT_MAX_OUTSTANDING_MESSAGES
     }
-    /// Pub/Sub flow control per stream: bytes handed out and not yet settled (100 MiB).
+    /// Pub/Sub flow control per stream: bytes handed out and not yet settled (50 MiB).
     pub const fn pubsub_max_outstanding_bytes() -> u64 {
         veltrix_pubsub::limits::DEFAULT_MAX_OUTSTANDING_BYTES
     }
@@ -220,13 +220,13 @@ pub enum RawSource {
         /// back full, one stops on an empty receive.
         #[serde(default)]
         max_pollers: Option<u32>,
-        /// Parallel streaming-pull streams (default 1, 1–32).
+        /// Parallel streaming-pull streams (default 2, 1–32).
         #[serde(default = "defaults::pubsub_streams")]
         streams: u32,
         /// Flow control per stream: unsettled messages (default 1000, 1–1000000).
         #[serde(default = "defaults::pubsub_max_outstanding_messages")]
         max_outstanding_messages: u64,
-        /// Flow control per stream: unsettled bytes (default 104857600, 1024–1073741824).
+        /// Flow control per stream: unsettled bytes (default 52428800, 1024–1073741824).
         #[serde(default = "defaults::pubsub_max_outstanding_bytes")]
         max_outstanding_bytes: u64,
         /// Lease of a received message before it is redelivered (default: the subscription's

@@ -217,9 +217,9 @@ fn pubsub_source_and_target_load_with_defaults() {
             connect: PubSubConnect {
                 endpoint: Some("http://127.0.0.1:8085".into())
             },
-            streams: 1,
+            streams: 2,
             max_outstanding_messages: 1000,
-            max_outstanding_bytes: 100 << 20,
+            max_outstanding_bytes: 50 << 20,
             visibility_timeout: None,
         }
     );

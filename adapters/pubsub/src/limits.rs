@@ -38,8 +38,14 @@ pub const MAX_MAX_DELIVERY_ATTEMPTS: u32 = 100;
 /// Messages the streaming pull client buffers per stream by default (the crate's default).
 pub const DEFAULT_MAX_OUTSTANDING_MESSAGES: u64 = 1000;
 
-/// Bytes the streaming pull client buffers per stream by default (the crate's default).
-pub const DEFAULT_MAX_OUTSTANDING_BYTES: u64 = 100 * 1024 * 1024;
+/// Streaming-pull streams a worker opens by default. One stream of the emulator serves about
+/// 2,000 msg/s, and a second one nearly doubles that (BENCHMARKS.md, "Pub/Sub forwarding mix");
+/// Google's Node.js client opens 5 by default, the Go client used to open 10.
+pub const DEFAULT_STREAMS: u32 = 2;
+
+/// Bytes the streaming pull client buffers per stream by default: half the crate's 100 MiB,
+/// so the default [`DEFAULT_STREAMS`] streams buffer no more than the crate's one stream.
+pub const DEFAULT_MAX_OUTSTANDING_BYTES: u64 = 50 * 1024 * 1024;
 
 /// Longest delay a `nack` holds a message before releasing it for redelivery.
 pub const MAX_NACK_DELAY: Duration = MAX_ACK_DEADLINE;
