@@ -1,8 +1,10 @@
 //! End-to-end latency on LocalStack: a message sent to the source queue, forwarded by the worker
 //! to a target queue, received there by a long-polling consumer; p50/p99 of send → receive.
-//! Baseline in the same run: send → receive on one queue with no worker in between (what
-//! LocalStack and the SDK cost by themselves); and the 350 ms average of the system veltrix
-//! replaces (issue 7).
+//! Contestants, in an order that rotates per run: send → receive on one queue with no worker in
+//! between (what LocalStack and the SDK cost by themselves); the worker with its defaults; and
+//! the worker sending every forward at once in its own call (a target that takes batches of
+//! 1), which is what the default batching must not be slower than at p99 (issue 15). Also shown:
+//! the 350 ms average of the system veltrix replaces (issue 7).
 //!
 //! Needs LocalStack on 127.0.0.1:4566 (`benches/run.sh` starts it). Run: `cargo bench --bench
 //! latency` (add `-- quick` for a shorter run).
@@ -19,7 +21,7 @@ use veltrix::config::load_str;
 use veltrix::pipeline::settings::Settings;
 use veltrix::pipeline::Worker;
 use veltrix_queue::memory::MemoryQueue;
-use veltrix_queue::Publisher;
+use veltrix_queue::{OutboundMessage, Publisher, QueueError};
 use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
 
 const REPLACED_SYSTEM_AVERAGE_MS: f64 = 350.0;
@@ -76,11 +78,47 @@ async fn consume(c: Client, url: String, n: usize) -> Vec<f64> {
     latencies
 }
 
+/// A target that takes one message per call, so nothing is ever batched.
+struct OneAtATime(SqsTarget);
+
+#[async_trait::async_trait]
+impl Publisher for OneAtATime {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
+        self.0.publish(batch).await
+    }
+}
+
+/// Who carries the messages from the source queue to where they are received.
+#[derive(Clone, Copy, PartialEq)]
+enum Contestant {
+    /// Nobody: they are received from the queue they were sent to.
+    Bare,
+    /// The worker with its defaults.
+    Worker,
+    /// The worker with a target that takes batches of 1 (send at once).
+    WorkerOneAtATime,
+}
+
+const CONTESTANTS: [(Contestant, &str); 3] = [
+    (Contestant::Bare, "bare send→receive on one queue"),
+    (Contestant::Worker, "worker, defaults"),
+    (Contestant::WorkerOneAtATime, "worker, every forward sent at once"),
+];
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-async fn measure(c: &Client, n: usize, rate: f64, with_worker: bool) -> (f64, f64, f64) {
+async fn measure(c: &Client, n: usize, rate: f64, who: Contestant) -> (f64, f64, f64) {
+    let with_worker = who != Contestant::Bare;
     let source = queue(c, "src").await;
     let arrival = if with_worker {
         queue(c, "out").await
@@ -108,7 +146,12 @@ async fn measure(c: &Client, n: usize, rate: f64, with_worker: bool) -> (f64, f6
         )
         .await
         .unwrap();
-        let out: Arc<dyn Publisher> = Arc::new(SqsTarget::new(c.clone(), arrival.clone(), Some(ENDPOINT.into())));
+        let target = SqsTarget::new(c.clone(), arrival.clone(), Some(ENDPOINT.into()));
+        let out: Arc<dyn Publisher> = if who == Contestant::WorkerOneAtATime {
+            Arc::new(OneAtATime(target))
+        } else {
+            Arc::new(target)
+        };
         let dlq: Arc<dyn Publisher> = Arc::new(MemoryQueue::named("dlq"));
         let settings = Settings {
             pollers: 2,
@@ -150,23 +193,37 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "quick");
-    let (n, runs) = if quick { (200, 1) } else { (500, 3) };
+    let (n, runs) = if quick { (200, 1) } else { (500, 5) };
     let rate = 50.0;
     let rt = common::runtime();
     rt.block_on(async {
         let c = client();
-        let mut bare = Vec::new();
-        let mut ours = Vec::new();
-        for _ in 0..runs {
-            bare.push(measure(&c, n, rate, false).await);
-            ours.push(measure(&c, n, rate, true).await);
+        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); CONTESTANTS.len()];
+        for run in 0..runs {
+            for k in 0..CONTESTANTS.len() {
+                // Rotate the order per run.
+                let who = (k + run) % CONTESTANTS.len();
+                let r = measure(&c, n, rate, CONTESTANTS[who].0).await;
+                println!(
+                    "  run {run} {}: p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms",
+                    CONTESTANTS[who].1, r.0, r.1, r.2
+                );
+                results[who].push(r);
+            }
         }
-        let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| common::median(v.iter().map(f).collect());
-        let (w50, w99, wmean) = (med(&ours, |r| r.0), med(&ours, |r| r.1), med(&ours, |r| r.2));
-        let (b50, b99) = (med(&bare, |r| r.0), med(&bare, |r| r.1));
-        println!(
-            "localstack_latency send→worker→target queue→receive, {n} msgs at {rate}/s: p50 {w50:.1} ms, p99 {w99:.1} ms, mean {wmean:.1} ms (median of {runs}); baseline send→receive on one queue: p50 {b50:.1} ms, p99 {b99:.1} ms; mean vs the replaced system's {REPLACED_SYSTEM_AVERAGE_MS} ms: {:.3}×",
-            wmean / REPLACED_SYSTEM_AVERAGE_MS
-        );
+        for (who, (contestant, name)) in CONTESTANTS.iter().enumerate() {
+            let v = &results[who];
+            let (p50, p50_lo, p50_hi) = common::spread(v.iter().map(|r| r.0).collect());
+            let (p99, p99_lo, p99_hi) = common::spread(v.iter().map(|r| r.1).collect());
+            let (mean, _, _) = common::spread(v.iter().map(|r| r.2).collect());
+            let replaced = if *contestant == Contestant::Bare {
+                String::new()
+            } else {
+                format!(", mean vs the replaced system's {REPLACED_SYSTEM_AVERAGE_MS} ms: {:.3}×", mean / REPLACED_SYSTEM_AVERAGE_MS)
+            };
+            println!(
+                "localstack_latency {name}, {n} msgs at {rate}/s: p50 {p50:.1} ms ({p50_lo:.1}–{p50_hi:.1}), p99 {p99:.1} ms ({p99_lo:.1}–{p99_hi:.1}), mean {mean:.1} ms (median of {runs}){replaced}"
+            );
+        }
     });
 }
