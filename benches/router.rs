@@ -5,7 +5,10 @@
 //!   `SendMessageBatch` to the target and one to the dead-letter queue, one
 //!   `DeleteMessageBatch`;
 //! - `veltrix default`: the worker with its default config (loaded from TOML like a user's);
-//! - `veltrix flush10`: the same with `publish_flush_ms = 10`.
+//! - `veltrix flush10`: the same with `publish_flush_ms = 10`;
+//! - `sqs-consumer`: a Node.js router on the `sqs-consumer` library with 8 consumers
+//!   (`benches/peers/sqs-consumer`, pinned; `npm ci` there first, which `benches/run.sh` and
+//!   `scripts/test.sh` do), the peer most teams would pick.
 //!
 //! Every contestant is timed the same way: from its start until the source queue is verified
 //! empty (visible and in-flight counts both 0, so every delete is in) and the target and
@@ -218,6 +221,44 @@ async fn bare(q: &Queues, n: usize, count: CountRequests, check: &Client) -> Dur
     took
 }
 
+/// The Node.js peer: `benches/peers/sqs-consumer/router.mjs`, run until the source is empty,
+/// then stopped with SIGTERM; it prints its request counts as it stops.
+async fn sqs_consumer(q: &Queues, n: usize, count: CountRequests, check: &Client) -> Duration {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/sqs-consumer");
+    assert!(
+        dir.join("node_modules/sqs-consumer").is_dir(),
+        "the sqs-consumer peer is not installed: run `npm ci` in {} (benches/run.sh does it)",
+        dir.display()
+    );
+    let start = Instant::now();
+    let child = std::process::Command::new("node")
+        .arg(dir.join("router.mjs"))
+        .env("SOURCE_URL", &q.source)
+        .env("OUT_URL", &q.out)
+        .env("DLQ_URL", &q.dlq)
+        .env("ENDPOINT", ENDPOINT)
+        .env("CONSUMERS", BARE_TASKS.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start node (Node.js 20 or later)");
+    let took = until_done(check, q, n, start).await;
+    // SAFETY: signals our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(|| child.wait_with_output())
+        .await
+        .unwrap()
+        .expect("the peer stops");
+    assert!(out.status.success(), "the sqs-consumer peer failed: {:?}", out.status);
+    let line = String::from_utf8_lossy(&out.stdout);
+    let counts: std::collections::BTreeMap<String, u64> =
+        serde_json::from_str(line.trim().lines().last().unwrap_or_default()).expect("the peer's request counts");
+    let mut into = count.0.lock().expect("counts");
+    for (command, c) in counts {
+        *into.entry(command.trim_end_matches("Command").to_string()).or_default() += c;
+    }
+    took
+}
+
 /// The worker, configured from TOML as a user would (`extra` goes under `[pipeline]`).
 async fn worker(q: &Queues, n: usize, count: CountRequests, check: &Client, extra: &str) -> Duration {
     let toml = format!(
@@ -309,7 +350,7 @@ fn main() {
     let rt = common::runtime();
     rt.block_on(async {
         let check = client(None);
-        let names = ["bare", "veltrix default", "veltrix flush10"];
+        let names = ["bare", "veltrix default", "veltrix flush10", "sqs-consumer"];
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         let mut requests: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         for round in 0..rounds {
@@ -321,7 +362,8 @@ fn main() {
                 let took = match who {
                     0 => bare(&q, n, count.clone(), &check).await,
                     1 => worker(&q, n, count.clone(), &check, "").await,
-                    _ => worker(&q, n, count.clone(), &check, "publish_flush_ms = 10").await,
+                    2 => worker(&q, n, count.clone(), &check, "publish_flush_ms = 10").await,
+                    _ => sqs_consumer(&q, n, count.clone(), &check).await,
                 };
                 rates[who].push(n as f64 / took.as_secs_f64());
                 requests[who].push(count.total() as f64 / n as f64);

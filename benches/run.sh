@@ -31,7 +31,8 @@ trap stop_started_emulators EXIT
 ensure_localstack
 cargo bench --locked --bench sqs
 
-echo "== SQS forwarding mix on LocalStack: worker defaults vs a bare aws-sdk-sqs router"
+echo "== SQS forwarding mix on LocalStack: worker defaults vs a bare aws-sdk-sqs router and sqs-consumer"
+benches/peers/install.sh
 cargo bench --locked --bench router
 
 echo "== end-to-end latency on LocalStack: send → worker → target queue → receive"
@@ -40,3 +41,6 @@ cargo bench --locked --bench latency
 echo "== Pub/Sub on the emulator: worker vs bare google-cloud-pubsub streaming pull"
 ensure_pubsub
 cargo bench --locked --bench pubsub
+
+echo "== Pub/Sub forwarding mix on the emulator: worker defaults vs a bare streaming-pull router"
+cargo bench --locked --bench pubsub_router

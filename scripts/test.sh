@@ -8,7 +8,8 @@
 # 3. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
 #    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs);
 # 4. runs the benchmarks in their short smoke mode, so they keep building and their own checks
-#    (the matcher agreeing with quamina on every event, the router mix arriving whole) run.
+#    (the matcher agreeing with quamina on every event, the router mix arriving whole) run;
+#    the router races the pinned sqs-consumer peer, installed first by benches/peers/install.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +33,12 @@ ensure_pubsub
 echo "== workspace tests"
 cargo test --release --locked --workspace
 
+echo "== benchmark peers"
+benches/peers/install.sh
+
 echo "== benchmark smoke runs"
 # Criterion benches run each case once without --bench; the others take `quick`.
 cargo test --release --locked --bench matcher
 cargo test --release --locked --bench pipeline -- quick
 cargo test --release --locked --bench router -- quick
+cargo test --release --locked --bench pubsub_router -- quick
