@@ -94,6 +94,14 @@ impl Publisher for OneAtATime {
     async fn publish(&self, batch: Vec<OutboundMessage>) -> Vec<Result<(), QueueError>> {
         self.0.publish(batch).await
     }
+
+    fn uses_dedup_ids(&self) -> bool {
+        self.0.uses_dedup_ids()
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.0.call_timeout()
+    }
 }
 
 /// Who carries the messages from the source queue to where they are received.

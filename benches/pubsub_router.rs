@@ -36,15 +36,6 @@ use veltrix_queue::{OutboundMessage, Publisher};
 /// back after the run is short.
 const ACK_DEADLINE_SECS: u64 = 10;
 
-/// What the message numbered `i` is for: 7 in 10 forwarded, 2 dead-lettered, 1 dropped.
-fn kind(i: usize) -> &'static str {
-    match i % 10 {
-        0..=6 => "forward",
-        7 | 8 => "dead",
-        _ => "drop",
-    }
-}
-
 struct Topics {
     subscription: String,
     out: String,
@@ -70,7 +61,7 @@ async fn fresh_topics(admin: &EmulatorAdmin, n: usize) -> Topics {
             .map(|i| OutboundMessage {
                 body: format!(
                     r#"{{"type":"order.created","kind":"{}","id":"o-{i}","pad":"{}"}}"#,
-                    kind(i),
+                    common::router_kind(i),
                     "x".repeat(800)
                 )
                 .into(),
@@ -161,22 +152,8 @@ endpoint = "{endpoint}"
 
 [pipeline]
 dead_letter = "dlq"
-
-[[rules]]
-name = "forward"
-match = {{ body = {{ kind = ["forward"] }} }}
-actions = [{{ type = "forward", target = "out" }}]
-
-[[rules]]
-name = "dead"
-match = {{ body = {{ kind = ["dead"] }} }}
-actions = [{{ type = "dead_letter", reason = "bench" }}]
-
-[[rules]]
-name = "drop"
-match = {{ body = {{ kind = ["drop"] }} }}
-actions = [{{ type = "drop" }}]
-"#,
+{rules}"#,
+        rules = common::ROUTER_RULES,
         subscription = t.subscription,
         out = t.out,
         dlq = t.dlq,
@@ -244,8 +221,8 @@ async fn pull_count(admin: &EmulatorAdmin, subscription: &str, enough: usize, wi
 
 /// Every forward and dead letter arrived, and nothing is left on the source.
 async fn check(admin: &EmulatorAdmin, t: &Topics, n: usize, who: &str) {
-    let forwards = (0..n).filter(|&i| kind(i) == "forward").count();
-    let dead = (0..n).filter(|&i| kind(i) == "dead").count();
+    let forwards = (0..n).filter(|&i| common::router_kind(i) == "forward").count();
+    let dead = (0..n).filter(|&i| common::router_kind(i) == "dead").count();
     let window = Duration::from_secs(30);
     let got = pull_count(admin, &t.out_sub, forwards, window).await;
     assert_eq!(got, forwards, "{who}: forwards that arrived");

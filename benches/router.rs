@@ -88,15 +88,6 @@ fn client(count: Option<CountRequests>) -> Client {
     Client::from_conf(config.build())
 }
 
-/// What the message numbered `i` is for: 7 in 10 forwarded, 2 dead-lettered, 1 dropped.
-fn kind(i: usize) -> &'static str {
-    match i % 10 {
-        0..=6 => "forward",
-        7 | 8 => "dead",
-        _ => "drop",
-    }
-}
-
 struct Queues {
     source: String,
     out: String,
@@ -112,7 +103,7 @@ async fn fresh_queues(c: &Client, n: usize) -> Queues {
     common::sqs_fill(c, &q.source, n, |i| {
         format!(
             r#"{{"type":"order.created","kind":"{}","id":"o-{i}","pad":"{}"}}"#,
-            kind(i),
+            common::router_kind(i),
             "x".repeat(800)
         )
     })
@@ -145,8 +136,8 @@ async fn depth(c: &Client, url: &str) -> (u64, u64) {
 /// Waits until the source is empty and the target and dead-letter queues hold what they
 /// should; returns the time since `start`.
 async fn until_done(c: &Client, q: &Queues, n: usize, start: Instant) -> Duration {
-    let forwards = (0..n).filter(|&i| kind(i) == "forward").count() as u64;
-    let dead = (0..n).filter(|&i| kind(i) == "dead").count() as u64;
+    let forwards = (0..n).filter(|&i| common::router_kind(i) == "forward").count() as u64;
+    let dead = (0..n).filter(|&i| common::router_kind(i) == "dead").count() as u64;
     let deadline = start + Duration::from_secs(600);
     loop {
         if depth(c, &q.source).await == (0, 0) {
@@ -281,22 +272,8 @@ endpoint_url = "{ENDPOINT}"
 [pipeline]
 dead_letter = "dlq"
 {extra}
-
-[[rules]]
-name = "forward"
-match = {{ body = {{ kind = ["forward"] }} }}
-actions = [{{ type = "forward", target = "out" }}]
-
-[[rules]]
-name = "dead"
-match = {{ body = {{ kind = ["dead"] }} }}
-actions = [{{ type = "dead_letter", reason = "bench" }}]
-
-[[rules]]
-name = "drop"
-match = {{ body = {{ kind = ["drop"] }} }}
-actions = [{{ type = "drop" }}]
-"#,
+{rules}"#,
+        rules = common::ROUTER_RULES,
         src = q.source,
         out = q.out,
         dlq = q.dlq,

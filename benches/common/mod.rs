@@ -135,3 +135,31 @@ pub async fn sqs_delete(c: &aws_sdk_sqs::Client, url: &str, messages: &[aws_sdk_
     }
     delete.send().await.expect("delete");
 }
+
+/// What the message numbered `i` of the router benches is for: 7 in 10 forwarded, 2
+/// dead-lettered, 1 dropped.
+pub fn router_kind(i: usize) -> &'static str {
+    match i % 10 {
+        0..=6 => "forward",
+        7 | 8 => "dead",
+        _ => "drop",
+    }
+}
+
+/// The router benches' rules (TOML): `kind` forward → target `out`, dead → dead letter, drop.
+pub const ROUTER_RULES: &str = r#"
+[[rules]]
+name = "forward"
+match = { body = { kind = ["forward"] } }
+actions = [{ type = "forward", target = "out" }]
+
+[[rules]]
+name = "dead"
+match = { body = { kind = ["dead"] } }
+actions = [{ type = "dead_letter", reason = "bench" }]
+
+[[rules]]
+name = "drop"
+match = { body = { kind = ["drop"] } }
+actions = [{ type = "drop" }]
+"#;
