@@ -160,14 +160,9 @@ dead_letter = "dlq"
     );
     let config = load_str(std::path::Path::new("router.toml"), &toml, &|_| None).expect("the bench config is valid");
     let start = Instant::now();
-    let mut targets: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
-    for target in &config.targets {
-        targets.push((
-            target.name.clone(),
-            veltrix::targets::open(target).await.expect("open a target"),
-        ));
-    }
-    let source = veltrix::runner::open_source(&config).await.expect("open the source");
+    let (targets, source) = veltrix::runner::open_all(&config)
+        .await
+        .expect("open the targets and the source");
     let dead_letter = config.dead_letter.expect("dead_letter is set");
     let w = Worker::new(
         source,

@@ -102,7 +102,7 @@ pub async fn open_source(config: &Config) -> Result<Arc<dyn Source>, QueueError>
 }
 
 /// Opens every target, then the source.
-async fn open_all(config: &Config) -> Result<(Vec<(String, Arc<dyn Publisher>)>, Arc<dyn Source>), RunError> {
+pub async fn open_all(config: &Config) -> Result<(Vec<(String, Arc<dyn Publisher>)>, Arc<dyn Source>), RunError> {
     let mut publishers: Vec<(String, Arc<dyn Publisher>)> = Vec::new();
     for t in &config.targets {
         let p = targets::open(t).await.map_err(|error| RunError::Target {

@@ -282,26 +282,18 @@ async fn a_drain_stops_a_waiting_receive_at_once() {
     s.receive_wait = Duration::from_secs(20);
     let source = open_source(&admin, &sub, 1).await;
     let w = veltrix::pipeline::Worker::new(Arc::new(source), rules(FORWARD_ALL), targets.list(), 1, s);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(w.run(async move {
-        let _ = stopped.await;
-    }));
     let out = targets.out.clone();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while out.len() < 3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // When the 3 had arrived, i.e. when run_until asked the worker to stop.
+    let mut asked = None;
+    let summary = run_until(w, Duration::from_secs(30), "3 messages forwarded", || {
+        let done = out.len() >= 3;
+        if done {
+            asked = Some(Instant::now());
         }
+        done
     })
-    .await
-    .expect("3 messages forwarded within 30 s");
-    let asked = Instant::now();
-    let _ = stop.send(());
-    let summary = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the worker stops")
-        .unwrap()
-        .unwrap();
-    let took = asked.elapsed();
+    .await;
+    let took = asked.expect("the worker was asked to stop").elapsed();
     assert_eq!(summary.forwarded, 3, "{summary}");
     assert!(
         took < Duration::from_secs(5),

@@ -208,9 +208,9 @@ struct Load {
     /// When the current burst started, and how many items it has.
     burst: Option<(tokio::time::Instant, usize)>,
     last_arrival: Option<tokio::time::Instant>,
-    /// The mean time from one burst's start to the next; `None` before the second burst.
-    burst_gap: Option<Duration>,
-    burst_items: f64,
+    /// The mean time from one burst's start to the next and the mean burst size; `None`
+    /// before the second burst.
+    mean: Option<Arrivals>,
     call_latency: Option<Duration>,
 }
 
@@ -226,13 +226,14 @@ impl Load {
             Some((start, ref mut items)) if now.duration_since(start) < BURST_WINDOW => *items += n,
             previous => {
                 if let Some((start, items)) = previous {
-                    let gap = now.duration_since(start).min(MAX_COUNTED_GAP);
-                    self.burst_gap = Some(self.burst_gap.map_or(gap, |mean| average(mean, gap)));
-                    self.burst_items = if self.burst_items == 0.0 {
-                        items as f64
-                    } else {
-                        (self.burst_items * 7.0 + items as f64) / 8.0
+                    let burst = Arrivals {
+                        every: now.duration_since(start).min(MAX_COUNTED_GAP),
+                        items: items as f64,
                     };
+                    self.mean = Some(self.mean.map_or(burst, |mean| Arrivals {
+                        every: average(mean.every, burst.every),
+                        items: (mean.items * 7.0 + burst.items) / 8.0,
+                    }));
                 }
                 self.burst = Some((now, n));
             }
@@ -243,11 +244,11 @@ impl Load {
     /// longer ago than twice the mean gap between bursts (the arrivals have stopped). A gap
     /// that is already longer than the mean counts as it is.
     fn arrivals(&self) -> Option<Arrivals> {
-        let mean = self.burst_gap?;
+        let mean = self.mean?;
         let since = self.last_arrival?.elapsed();
-        (since <= mean * 2).then(|| Arrivals {
-            every: mean.max(since),
-            items: self.burst_items,
+        (since <= mean.every * 2).then(|| Arrivals {
+            every: mean.every.max(since),
+            ..mean
         })
     }
 

@@ -489,7 +489,8 @@ struct Poller {
 async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineError> {
     let ctx = &p.ctx;
     let wait = ctx.settings.receive_wait;
-    let batch_max = ctx.source.limits().max_receive_batch.max(1);
+    let limits = ctx.source.limits();
+    let batch_max = limits.max_receive_batch.max(1);
     let mut failure_delay = RECEIVE_RETRY_DELAY;
     let mut empty_in_a_row = 0u32;
     loop {
@@ -528,7 +529,7 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
             biased;
             r = &mut receive => (r, false),
             // A receive from a local buffer is stopped at once: what it did not take stays there.
-            _ = draining.cancelled(), if ctx.source.limits().receive_cancel_safe => (Ok(Ok(Received::Messages(Vec::new()))), true),
+            _ = draining.cancelled(), if limits.receive_cancel_safe => (Ok(Ok(Received::Messages(Vec::new()))), true),
             _ = draining.cancelled() => match tokio::time::timeout(ctx.settings.drain_timeout, &mut receive).await {
                 Ok(r) => (r, true),
                 // Past the drain: give up on it (its messages come back after their lease).
