@@ -8,7 +8,6 @@
 //! stuck handler cannot hide a message forever.
 
 use crate::observe::events::{LeaseExtensionFailed, LogEvent};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,11 +30,8 @@ struct Entry {
     renew_at: Instant,
 }
 
-#[derive(Default)]
-struct Leases {
-    next_id: u64,
-    entries: HashMap<u64, Entry>,
-}
+/// The registered messages; a guard's key is its slot (freed slots are reused).
+type Leases = slab::Slab<Entry>;
 
 /// Registers in-flight messages with the keeper task.
 #[derive(Clone)]
@@ -47,12 +43,12 @@ pub struct LeaseKeeper {
 /// Keeps a message's lease extended until dropped.
 pub struct LeaseGuard {
     keeper: LeaseKeeper,
-    id: u64,
+    key: usize,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.keeper.lock().entries.remove(&self.id);
+        self.keeper.lock().try_remove(self.key);
     }
 }
 
@@ -111,31 +107,25 @@ impl LeaseKeeper {
     /// Registers a message received just now.
     pub fn register(&self, token: AckToken) -> LeaseGuard {
         let now = Instant::now();
-        let mut leases = self.lock();
-        let id = leases.next_id;
-        leases.next_id += 1;
-        leases.entries.insert(
-            id,
-            Entry {
-                token,
-                received_at: now,
-                renew_at: now + self.lease / 2,
-            },
-        );
+        let key = self.lock().insert(Entry {
+            token,
+            received_at: now,
+            renew_at: now + self.lease / 2,
+        });
         LeaseGuard {
             keeper: self.clone(),
-            id,
+            key,
         }
     }
 
     /// The tokens of every message registered now (to release them all at once).
     pub fn tokens(&self) -> Vec<AckToken> {
-        self.lock().entries.values().map(|e| e.token.clone()).collect()
+        self.lock().iter().map(|(_, e)| e.token.clone()).collect()
     }
 
     /// Messages registered now.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().len()
     }
 
     /// True when none are registered.
@@ -146,7 +136,7 @@ impl LeaseKeeper {
     fn take_due(&self, now: Instant, max_hold: Duration) -> Vec<AckToken> {
         let mut leases = self.lock();
         let mut due = Vec::new();
-        for entry in leases.entries.values_mut() {
+        for (_, entry) in leases.iter_mut() {
             if entry.renew_at <= now && now.duration_since(entry.received_at) < max_hold {
                 due.push(entry.token.clone());
                 entry.renew_at = now + self.lease / 2;

@@ -124,7 +124,7 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
     }
     d.delivery_attempt = failures.saturating_add(1);
     if let Some(dl) = unreadable(ctx.settings.max_body_bytes, &d) {
-        return dead_letter(ctx, d, &dl, hold_until).await;
+        return Box::pin(dead_letter(ctx, d, &dl, hold_until)).await;
     }
     // Forwards already written, as (rule, action): a retry sends only the others.
     let mut sent: Vec<(usize, usize)> = Vec::new();
@@ -149,7 +149,7 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
                     ctx.stats.settled(plan.outcome());
                     return Settled::Acked;
                 }
-                Disposition::DeadLetter(dl) => return dead_letter(ctx, d, &dl, hold_until).await,
+                Disposition::DeadLetter(dl) => return Box::pin(dead_letter(ctx, d, &dl, hold_until)).await,
                 Disposition::Retry { rule } => {
                     let name = &ctx.rules.rules()[rule].name;
                     (format!("rule `{name}` asked for a retry"), None, None)
@@ -161,15 +161,21 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
                 not_before,
                 epochs,
             } => (error, not_before, Some(epochs)),
-            Attempt::DeadLetter(dl) => return dead_letter(ctx, d, &dl, hold_until).await,
-            Attempt::Interrupted => return release(ctx, d, Duration::ZERO, failures).await,
+            Attempt::DeadLetter(dl) => return Box::pin(dead_letter(ctx, d, &dl, hold_until)).await,
+            Attempt::Interrupted => return Box::pin(release(ctx, d, Duration::ZERO, failures)).await,
         };
         // A failure that is the message's own whatever the targets do counts now; one on a
         // target is judged after the backoff, when an outage would have shown.
         if epochs.is_none() {
             if let Verdict::Exhausted { failures: f } = retry_budget::count(failures, plan.max_attempts) {
                 d.delivery_attempt = f;
-                return dead_letter(ctx, d, &exhausted(f, plan.max_attempts, &error), hold_until).await;
+                return Box::pin(dead_letter(
+                    ctx,
+                    d,
+                    &exhausted(f, plan.max_attempts, &error),
+                    hold_until,
+                ))
+                .await;
             }
         }
         RetryScheduled {
@@ -182,14 +188,14 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
         let delay = not_before.map_or(backoff, |n| n.max(backoff));
         let until = tokio::time::Instant::now() + delay;
         if until >= hold_until {
-            return release(ctx, d, delay, failures).await;
+            return Box::pin(release(ctx, d, delay, failures)).await;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
             _ = ctx.draining.cancelled() => {
                 // Waiting out a backoff at the drain: back to the queue for the rest of it.
                 let rest = until.saturating_duration_since(tokio::time::Instant::now());
-                return release(ctx, d, rest, failures).await;
+                return Box::pin(release(ctx, d, rest, failures)).await;
             }
         }
         let verdict = match epochs {
@@ -209,7 +215,13 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
             }
             Verdict::Exhausted { failures: f } => {
                 d.delivery_attempt = f;
-                return dead_letter(ctx, d, &exhausted(f, plan.max_attempts, &error), hold_until).await;
+                return Box::pin(dead_letter(
+                    ctx,
+                    d,
+                    &exhausted(f, plan.max_attempts, &error),
+                    hold_until,
+                ))
+                .await;
             }
         }
     }

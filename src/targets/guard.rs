@@ -116,6 +116,37 @@ impl TargetGuard {
     /// Waits until one message may be sent; `None` when `stop` fired or `give_up_at` passed
     /// first.
     pub async fn admit(&self, stop: &CancellationToken, give_up_at: Instant) -> Option<Ticket> {
+        match self.admit_now() {
+            Some(ticket) => Some(ticket),
+            None => self.admit_waiting(stop, give_up_at).await,
+        }
+    }
+
+    /// The common case, with one lock and no waiter or timer to register: the circuit is
+    /// closed, no rate is in force (a rate's tokens go to the waiting messages in turn) and a
+    /// concurrency slot is free (the semaphore hands freed slots to its waiters first). `None`
+    /// leaves everything as it was (a slot taken here is given back) for
+    /// [`Self::admit_waiting`].
+    fn admit_now(&self) -> Option<Ticket> {
+        let slot = match &self.slots {
+            Some(slots) => Some(slots.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        let now = Instant::now();
+        let mut p = self.lock();
+        // Closed: `Circuit::admit` would say `Send` and change nothing.
+        if p.circuit.state(now) != State::Closed || p.rate.rate().is_some() || p.rate.acquire(now).is_err() {
+            return None;
+        }
+        Some(Ticket {
+            probe: false,
+            epoch: p.circuit.epoch(),
+            _slot: slot,
+        })
+    }
+
+    /// [`Self::admit`] when something has to be waited for: the circuit, a rate token or a slot.
+    async fn admit_waiting(&self, stop: &CancellationToken, give_up_at: Instant) -> Option<Ticket> {
         let mut counted = false;
         let probe = loop {
             let notified = self.changed.notified();
@@ -349,5 +380,71 @@ impl IntakeGate {
         } else {
             IntakeResumed {}.emit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::circuit::CircuitSettings;
+    use std::time::Duration;
+
+    fn guard(max_concurrency: Option<usize>, rate_per_sec: Option<f64>) -> TargetGuard {
+        let limits = TargetLimits {
+            max_concurrency,
+            rate_per_sec,
+            ..TargetLimits::default()
+        };
+        TargetGuard::new("t", limits, Arc::new(Notify::new()))
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_goes_to_the_message_waiting_for_it_not_to_a_newcomer() {
+        let g = Arc::new(guard(Some(1), None));
+        let stop = CancellationToken::new();
+        let first = g.admit(&stop, far()).await.expect("a free slot admits at once");
+        let waiter = tokio::spawn({
+            let (g, stop) = (g.clone(), stop.clone());
+            async move { g.admit(&stop, far()).await.map(|t| t.epoch()) }
+        });
+        tokio::task::yield_now().await; // the waiter queues for the slot
+        assert!(g.admit_now().is_none(), "no slot while the first message holds it");
+        drop(first);
+        assert!(g.admit_now().is_none(), "the freed slot is the waiter's");
+        assert_eq!(waiter.await.unwrap(), Some(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_rate_in_force_every_message_waits_its_turn_for_a_token() {
+        let g = guard(None, Some(1.0));
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        assert!(
+            g.admit_now().is_none(),
+            "a rate in force is never admitted on the fast path"
+        );
+        let _ = g.admit(&stop, far()).await.expect("the first token is there");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let _ = g.admit(&stop, far()).await.expect("the next token comes");
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_circuit_with_no_limits_admits_on_the_fast_path() {
+        let g = guard(None, None);
+        let ticket = g.admit_now().expect("closed, no rate, no slots");
+        assert!(!ticket.probe);
+        assert_eq!(ticket.epoch(), 0);
+        let err = QueueError::transient("down");
+        for _ in 0..CircuitSettings::default().failures {
+            let t = g.admit(&CancellationToken::new(), far()).await.unwrap();
+            g.record(t, &Err(err.clone()));
+        }
+        assert_eq!(g.state(), State::Open);
+        assert!(g.admit_now().is_none(), "an open circuit waits");
     }
 }
