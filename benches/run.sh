@@ -22,13 +22,14 @@ cargo bench --locked --bench pipeline
 echo "== transform sandbox: cost per transform and on the pipeline"
 cargo bench --locked --bench sandbox
 
-echo "== peak RSS with 1,000 messages in flight"
-cargo bench --locked --bench memory
-
-echo "== SQS on LocalStack: worker vs bare aws-sdk-sqs loop"
 source localstack/lib.sh
 trap stop_started_emulators EXIT
 ensure_localstack
+
+echo "== peak RSS with 1,000 messages in flight (memory backend, then SQS on LocalStack)"
+cargo bench --locked --bench memory
+
+echo "== SQS on LocalStack: worker vs bare aws-sdk-sqs loop"
 cargo bench --locked --bench sqs
 
 echo "== SQS forwarding mix on LocalStack: worker defaults vs a bare aws-sdk-sqs router and sqs-consumer"
