@@ -160,21 +160,7 @@ async fn sqs_run(n: usize, body_bytes: usize, max_in_flight_bytes: usize, publis
     }
     let _ = stop.send(());
     run.await.unwrap().expect("the worker ran");
-    let left = c
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue depth");
-    let depth: u64 = left
-        .attributes()
-        .into_iter()
-        .flatten()
-        .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
-        .sum();
-    assert_eq!(depth, 0, "every message acked");
+    assert_eq!(common::sqs_depth(&c, &url).await, (0, 0), "every message acked");
     let _ = c.delete_queue().queue_url(&url).send().await;
     (baseline, peak_rss, peak_held)
 }
@@ -224,7 +210,8 @@ fn main() {
     held.sort_by(f64::total_cmp);
     let median = held[held.len() / 2];
     println!(
-        "memory in_flight={IN_FLIGHT} (1 KB bodies): RSS {median:.1} MiB while all are held (median of 3; runs {:?}), baseline before the first run {:.1} MiB, peak VmHWM {:.1} MiB; target < 64 MiB: ratio {:.2} of the target",
+        "memory in_flight={IN_FLIGHT} (1 KB bodies): RSS {median:.1} MiB while all are held (median of {}; runs {:?}), baseline before the first run {:.1} MiB, peak VmHWM {:.1} MiB; target < 64 MiB: ratio {:.2} of the target",
+        rows.len(),
         rows.iter().map(|r| format!("{:.1}", r.1)).collect::<Vec<_>>(),
         rows[0].0,
         status_mib("VmHWM:"),

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veltrix::config::load_str;
 use veltrix::pipeline::Worker;
 use veltrix_pubsub::emulator::{EmulatorAdmin, SubscriptionSpec};
 use veltrix_pubsub::target::to_message;
@@ -133,7 +132,7 @@ async fn bare(admin: &EmulatorAdmin, t: &Topics, n: usize) -> Duration {
 /// The worker, configured from TOML as a user would, with its defaults.
 async fn worker(t: &Topics, n: usize) -> Duration {
     let endpoint = veltrix_pubsub::emulator::endpoint();
-    let toml = format!(
+    let head = format!(
         r#"
 [source]
 type = "pubsub"
@@ -149,16 +148,12 @@ endpoint = "{endpoint}"
 type = "pubsub"
 topic = "{dlq}"
 endpoint = "{endpoint}"
-
-[pipeline]
-dead_letter = "dlq"
-{rules}"#,
-        rules = common::ROUTER_RULES,
+"#,
         subscription = t.subscription,
         out = t.out,
         dlq = t.dlq,
     );
-    let config = load_str(std::path::Path::new("router.toml"), &toml, &|_| None).expect("the bench config is valid");
+    let config = common::router_config(&head, "");
     let start = Instant::now();
     let (targets, source) = veltrix::runner::open_all(&config)
         .await

@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::error::BoxError;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
 use common::SQS_ENDPOINT as ENDPOINT;
-use veltrix::config::load_str;
 use veltrix::pipeline::Worker;
 use veltrix_queue::Publisher;
 use veltrix_sqs::{SqsSource, SqsSourceOptions, SqsTarget};
@@ -111,28 +110,6 @@ async fn fresh_queues(c: &Client, n: usize) -> Queues {
     q
 }
 
-/// (visible, in flight) of a queue.
-async fn depth(c: &Client, url: &str) -> (u64, u64) {
-    let out = c
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes");
-    let get = |name| {
-        out.attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
-
 /// Waits until the source is empty and the target and dead-letter queues hold what they
 /// should; returns the time since `start`.
 async fn until_done(c: &Client, q: &Queues, n: usize, start: Instant) -> Duration {
@@ -140,10 +117,10 @@ async fn until_done(c: &Client, q: &Queues, n: usize, start: Instant) -> Duratio
     let dead = (0..n).filter(|&i| common::router_kind(i) == "dead").count() as u64;
     let deadline = start + Duration::from_secs(600);
     loop {
-        if depth(c, &q.source).await == (0, 0) {
+        if common::sqs_depth(c, &q.source).await == (0, 0) {
             let elapsed = start.elapsed();
-            let (out, _) = depth(c, &q.out).await;
-            let (dlq, _) = depth(c, &q.dlq).await;
+            let (out, _) = common::sqs_depth(c, &q.out).await;
+            let (dlq, _) = common::sqs_depth(c, &q.dlq).await;
             assert!(
                 out >= forwards && dlq >= dead,
                 "source empty but {out}/{forwards} forwards and {dlq}/{dead} dead letters arrived"
@@ -252,7 +229,7 @@ async fn sqs_consumer(q: &Queues, n: usize, count: CountRequests, check: &Client
 
 /// The worker, configured from TOML as a user would (`extra` goes under `[pipeline]`).
 async fn worker(q: &Queues, n: usize, count: CountRequests, check: &Client, extra: &str) -> Duration {
-    let toml = format!(
+    let head = format!(
         r#"
 [source]
 type = "sqs"
@@ -268,17 +245,12 @@ endpoint_url = "{ENDPOINT}"
 type = "sqs"
 queue_url = "{dlq}"
 endpoint_url = "{ENDPOINT}"
-
-[pipeline]
-dead_letter = "dlq"
-{extra}
-{rules}"#,
-        rules = common::ROUTER_RULES,
+"#,
         src = q.source,
         out = q.out,
         dlq = q.dlq,
     );
-    let config = load_str(std::path::Path::new("router.toml"), &toml, &|_| None).expect("the bench config is valid");
+    let config = common::router_config(&head, extra);
     let start = Instant::now();
     let c = client(Some(count));
     let source = SqsSource::open(

@@ -120,6 +120,36 @@ pub async fn sqs_fill(c: &aws_sdk_sqs::Client, url: &str, n: usize, body: fn(usi
     }
 }
 
+/// (visible, in flight) of a queue.
+pub async fn sqs_depth(c: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let out = c
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |name| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// The router benches' config: `head` (the source and the `out` and `dlq` targets), then
+/// `[pipeline]` with `dead_letter = "dlq"` and `extra`, then [`ROUTER_RULES`].
+pub fn router_config(head: &str, extra: &str) -> veltrix::config::Config {
+    let toml = format!("{head}\n[pipeline]\ndead_letter = \"dlq\"\n{extra}\n{ROUTER_RULES}");
+    load_str(std::path::Path::new("router.toml"), &toml, &|_| None).expect("the bench config is valid")
+}
+
 /// Deletes received messages in one `DeleteMessageBatch` (at most 10).
 pub async fn sqs_delete(c: &aws_sdk_sqs::Client, url: &str, messages: &[aws_sdk_sqs::types::Message]) {
     use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
