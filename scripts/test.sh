@@ -5,9 +5,12 @@
 # 2. starts LocalStack (installed into localstack/.venv on first use) and the Google Pub/Sub
 #    emulator with the project's own scripts unless they already answer, and stops the ones it
 #    started on exit;
-# 3. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
+# 3. installs podman and runc from Debian's packages when missing, serves podman's
+#    Docker-compatible API on a unix socket (DOCKER_HOST, for the testcontainers crate) and builds
+#    the worker image with deploy/build-image.sh, for tests/container.rs;
+# 4. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
 #    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs);
-# 4. runs the benchmarks in their short smoke mode, so they keep building and their own checks
+# 5. runs the benchmarks in their short smoke mode, so they keep building and their own checks
 #    (the matcher agreeing with quamina on every event, the router mix arriving whole) run;
 #    the router races the pinned sqs-consumer peer, installed first by benches/peers/install.sh.
 set -euo pipefail
@@ -22,13 +25,25 @@ cargo build --release --locked --workspace --bins --tests --benches
 # used and left running (tests/pubsub_restart.rs restarts the Pub/Sub emulator, which needs it to
 # have been started by localstack/pubsub-start.sh).
 source localstack/lib.sh
-trap stop_started_emulators EXIT
+source deploy/podman/lib.sh
+cleanup() {
+  remove_test_containers
+  stop_podman_service
+  stop_started_emulators
+}
+trap cleanup EXIT
 
 echo "== LocalStack (SQS)"
 ensure_localstack
 
 echo "== Google Pub/Sub emulator"
 ensure_pubsub
+
+echo "== container image (podman)"
+ensure_podman
+ensure_podman_service
+VELTRIX_IMAGE="$(deploy/build-image.sh | tail -n 1)"
+export VELTRIX_IMAGE
 
 echo "== workspace tests"
 cargo test --release --locked --workspace

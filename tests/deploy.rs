@@ -177,15 +177,27 @@ fn grafana_dashboard_uses_only_exported_metrics() {
     );
 }
 
+/// The image itself is built and run under podman in tests/container.rs; here its file agrees
+/// with the Deployment: the same non-root user, and a default command the Deployment repeats.
 #[test]
-fn dockerfile_builds_a_static_binary_that_runs_as_non_root() {
+fn dockerfile_runs_as_the_deployments_user_with_its_command() {
     let text = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
-    assert!(text.contains("x86_64-unknown-linux-musl"), "static binary");
-    assert!(text.contains("distroless/static"), "small runtime image");
     assert!(text.contains("USER 65532:65532"), "non-root");
+    assert!(
+        text.contains("ARG BINARY_FROM=source"),
+        "public builds compile in the first stage"
+    );
     let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
-    assert_eq!(
-        deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
-        65532
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let args: Vec<String> = pod["containers"][0]["args"]
+        .as_array()
+        .expect("container args")
+        .iter()
+        .map(|a| format!("{:?}", a.as_str().expect("string arg")))
+        .collect();
+    assert!(
+        text.contains(&format!("CMD [{}]", args.join(", "))),
+        "the image's default command is the Deployment's args: {args:?}"
     );
 }
