@@ -28,7 +28,6 @@ mv target/image/veltrix.tmp target/image/veltrix
 make_base() {
   local root libs lib hash tag
   root="$(mktemp -d)"
-  trap 'rm -rf "$root"' RETURN
   mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
   # `libc.so.6 => /lib/…/libc.so.6 (…)` lines, and the loader's own `/lib64/ld-linux….so.2 (…)`.
   libs="$(ldd target/image/veltrix | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u | tr '\n' ' ')"
@@ -47,6 +46,7 @@ make_base() {
     echo "== making the runtime base $tag from: ${libs}/etc/ssl/certs/ca-certificates.crt" >&2
     tar --numeric-owner -C "$root" -c . | podman import - "$tag" >&2
   fi
+  rm -rf "$root"
   echo "$tag"
 }
 
