@@ -13,13 +13,16 @@
 //! 1 in 10 unmatched and dead-lettered), and checks every id, body and attribute at the end:
 //! - **relay**: 10,000 messages, three containers in turn. The first gets `podman stop` mid-run:
 //!   it drains and exits 0 within the grace period, repeats nothing and leaves nothing in flight.
-//!   The second is SIGKILLed mid-run. The third drains the rest. Nothing is lost; duplicates are at
-//!   most what the killed container held (its `max_in_flight`).
+//!   The second is SIGKILLed mid-run. The third drains the rest. Nothing is lost; every repeat has
+//!   a copy from the killed container, and there are at most as many as it held (in flight, its
+//!   flow-control window on Pub/Sub, and its acks still on their way).
 //! - **fleet**: 30,000 messages, three replicas on one queue / subscription. Mid-run one is
 //!   SIGKILLed and one is frozen (`podman pause`) for longer than the visibility timeout / ack
 //!   deadline, then resumed, so its late acks and forwards race the replicas that took its
-//!   messages over. Nothing is lost; duplicates are at most what the killed and the frozen
-//!   replica held; the frozen replica's late acks are counted from its own metrics.
+//!   messages over. Nothing is lost; no repeat comes from two healthy replicas; the killed
+//!   replica repeats at most what it held, and so does the frozen one on SQS. On Pub/Sub the
+//!   emulator keeps sending to the frozen stream, so the frozen replica repeats up to what it
+//!   settled after its resume; its repeats and late acks are counted and printed.
 
 mod common;
 
