@@ -1,7 +1,9 @@
-# podman for the project's scripts (sourced, not run): deploy/build-image.sh, scripts/test.sh
-# and benches/run.sh. Facts behind the settings: ../shared/containers.md and containers.conf here.
+# podman for the project's scripts (sourced, not run): deploy/build-image.sh and scripts/test.sh.
+# Facts behind the settings: ../shared/containers.md and containers.conf here.
 
 PODMAN_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# stop_process_group, shared with the emulator scripts.
+declare -F stop_process_group >/dev/null || source "$PODMAN_LIB_DIR/../../localstack/lib.sh"
 # The project's podman settings (runc, fixed ulimits) replace the machine's containers.conf for
 # every podman this shell starts, including the API service the container tests talk to.
 export CONTAINERS_CONF="$PODMAN_LIB_DIR/containers.conf"
@@ -24,6 +26,8 @@ ensure_podman() {
 }
 
 PODMAN_SERVICE_PID=""
+# The pid of the service this shell started, for stop_process_group.
+PODMAN_SERVICE_PIDFILE="$(dirname "$VELTRIX_PODMAN_SOCKET")/podman-service.pid"
 
 # ensure_podman_service: serves podman's Docker-compatible API on $VELTRIX_PODMAN_SOCKET (started
 # here unless it already answers) and exports DOCKER_HOST for the testcontainers crate. The caller
@@ -39,6 +43,7 @@ ensure_podman_service() {
   setsid podman system service --time=0 "unix://$VELTRIX_PODMAN_SOCKET" \
     >"${TMPDIR:-/tmp}/veltrix-podman-service.log" 2>&1 &
   PODMAN_SERVICE_PID=$!
+  echo "$PODMAN_SERVICE_PID" >"$PODMAN_SERVICE_PIDFILE"
   local i
   for ((i = 0; i < 100; i++)); do
     if curl -fsS --max-time 2 --unix-socket "$VELTRIX_PODMAN_SOCKET" http://d/_ping >/dev/null 2>&1; then
@@ -56,10 +61,8 @@ ensure_podman_service() {
 }
 
 stop_podman_service() {
-  if [[ -n "$PODMAN_SERVICE_PID" ]] && kill -0 "$PODMAN_SERVICE_PID" 2>/dev/null; then
-    kill -TERM -- "-$PODMAN_SERVICE_PID" 2>/dev/null || kill -TERM "$PODMAN_SERVICE_PID" 2>/dev/null || true
-    wait "$PODMAN_SERVICE_PID" 2>/dev/null || true
-    echo "podman API service stopped"
+  if [[ -n "$PODMAN_SERVICE_PID" ]]; then
+    stop_process_group "podman API" "$PODMAN_SERVICE_PIDFILE" "podman system service" 10
   fi
   PODMAN_SERVICE_PID=""
 }
