@@ -103,28 +103,14 @@ fi
 if [[ "$ALREADY_STARTED" == 0 ]]; then
   # --- 2. Python 3.13 and the venv --------------------------------------------------------
   # LocalStack 2026.3.0 uses Python 3.12+ syntax (3.11 fails with a SyntaxError), and the pins
-  # were verified on 3.13, so insist on 3.13.
-  is_py313() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1; }
-
-  find_python() {
-    if [[ -n "${VELTRIX_PYTHON:-}" ]]; then
-      is_py313 "$VELTRIX_PYTHON" && { echo "$VELTRIX_PYTHON"; return; }
-      die "VELTRIX_PYTHON=$VELTRIX_PYTHON is not a working Python 3.13"
-    fi
-    # `python3.13` on PATH may be a pyenv shim that exists but refuses to run when 3.13 is not
-    # the selected version, hence running each candidate instead of `command -v` alone.
-    local c
-    for c in python3.13 /root/.pyenv/versions/3.13.0/bin/python; do
-      if command -v "$c" >/dev/null 2>&1 && is_py313 "$c"; then echo "$c"; return; fi
-    done
-    die "no Python 3.13 found (tried \$VELTRIX_PYTHON (unset), python3.13 on PATH, /root/.pyenv/versions/3.13.0/bin/python). Install Python 3.13 and set VELTRIX_PYTHON=/path/to/python3.13"
-  }
+  # were verified on 3.13, so insist on 3.13 (find_python313, scripts/python313.sh).
+  source "$HERE/../scripts/python313.sh"
 
   # The stamp holds the hash of constraints.txt plus the LocalStack spec, so editing a pin (or
   # the version above) rebuilds the venv from scratch instead of layering onto an old one.
   want_stamp="$(cat "$CONSTRAINTS" <(printf '%s %s\n' "$LOCALSTACK_SPEC" "${EXTRA_PACKAGES[*]}") | sha256sum | cut -d' ' -f1)"
-  if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want_stamp" ]] || ! is_py313 "$VENV/bin/python"; then
-    PY="$(find_python)"
+  if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want_stamp" ]] || ! is_python313 "$VENV/bin/python"; then
+    PY="$(find_python313)" || die "no Python 3.13 for the LocalStack venv (see above)"
     log "installing $LOCALSTACK_SPEC into $VENV (using $PY; takes a minute or two)"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"

@@ -8,9 +8,11 @@
 # 3. installs podman and runc from Debian's packages when missing, serves podman's
 #    Docker-compatible API on a unix socket (DOCKER_HOST, for the testcontainers crate) and builds
 #    the worker image with deploy/build-image.sh, for tests/container.rs;
-# 4. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
+# 4. installs the pinned linters tests/deploy.rs runs on deploy/ and terraform/ (checkov and
+#    kubernetes-validate from PyPI, the KEDA CRD models from npm: deploy/tools/install.sh);
+# 5. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
 #    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs);
-# 5. runs the benchmarks in their short smoke mode, so they keep building and their own checks
+# 6. runs the benchmarks in their short smoke mode, so they keep building and their own checks
 #    (the matcher agreeing with quamina on every event, the router mix arriving whole) run;
 #    the router races the pinned sqs-consumer peer, installed first by benches/peers/install.sh.
 set -euo pipefail
@@ -18,7 +20,11 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-echo "== build (release, once)"
+# Each stage's heading carries the seconds since this script started, so a CI log shows where
+# the time went.
+stage() { echo "== $1 (at ${SECONDS} s)"; }
+
+stage "build (release, once)"
 cargo build --release --locked --workspace --bins --tests --benches
 
 # Emulators this script starts are stopped on exit, whatever happens; ones already running are
@@ -33,27 +39,32 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== LocalStack (SQS)"
+stage "LocalStack (SQS)"
 ensure_localstack
 
-echo "== Google Pub/Sub emulator"
+stage "Google Pub/Sub emulator"
 ensure_pubsub
 
-echo "== container image (podman)"
+stage "container image (podman)"
 ensure_podman
 ensure_podman_service
 VELTRIX_IMAGE="$(deploy/build-image.sh | tail -n 1)"
 export VELTRIX_IMAGE
 
-echo "== workspace tests"
+stage "deploy linters (checkov, kubernetes-validate, KEDA CRD schemas)"
+deploy/tools/install.sh
+
+stage "workspace tests"
 cargo test --release --locked --workspace
 
-echo "== benchmark peers"
+stage "benchmark peers"
 benches/peers/install.sh
 
-echo "== benchmark smoke runs"
+stage "benchmark smoke runs"
 # Criterion benches run each case once without --bench; the others take `quick`.
 cargo test --release --locked --bench matcher
 cargo test --release --locked --bench pipeline -- quick
 cargo test --release --locked --bench router -- quick
 cargo test --release --locked --bench pubsub_router -- quick
+
+stage "done"

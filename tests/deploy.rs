@@ -201,3 +201,223 @@ fn dockerfile_runs_as_the_deployments_user_with_its_command() {
         "the image's default command is the Deployment's args: {args:?}"
     );
 }
+
+/// Every object of the fleet manifests lives in one namespace and selects the Deployment's pods;
+/// the PodDisruptionBudget and NetworkPolicy select exactly those labels, the NetworkPolicy
+/// opens only the metrics port, and the pod runs as the ServiceAccount that carries both
+/// clouds' bindings.
+#[test]
+fn fleet_objects_select_the_deployment_and_open_only_the_metrics_port() {
+    let deployment = one("deploy/kubernetes/deployment.yaml", "Deployment");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    let namespace = &deployment["metadata"]["namespace"];
+    assert!(namespace.is_string(), "the Deployment names its namespace");
+    for file in [
+        "configmap.yaml",
+        "deployment.yaml",
+        "keda-aws-sqs.yaml",
+        "keda-gcp-pubsub.yaml",
+        "networkpolicy.yaml",
+        "poddisruptionbudget.yaml",
+        "serviceaccount.yaml",
+    ] {
+        for doc in docs(&format!("deploy/kubernetes/{file}")) {
+            assert_eq!(&doc["metadata"]["namespace"], namespace, "{file}: {}", doc["kind"]);
+        }
+    }
+
+    let pod = &deployment["spec"]["template"]["spec"];
+    let account = one("deploy/kubernetes/serviceaccount.yaml", "ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+    let annotations = &account["metadata"]["annotations"];
+    assert!(annotations["eks.amazonaws.com/role-arn"].is_string(), "IRSA annotation");
+    assert!(
+        annotations["iam.gke.io/gcp-service-account"].is_string(),
+        "Workload Identity annotation"
+    );
+    assert_eq!(
+        pod["automountServiceAccountToken"], false,
+        "no Kubernetes API token in the pod"
+    );
+
+    let budget = one("deploy/kubernetes/poddisruptionbudget.yaml", "PodDisruptionBudget");
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(budget["spec"]["maxUnavailable"], 1, "one replica at a time");
+
+    let policy = one("deploy/kubernetes/networkpolicy.yaml", "NetworkPolicy");
+    assert_eq!(&policy["spec"]["podSelector"]["matchLabels"], labels);
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "one ingress rule: Prometheus");
+    let port = &pod["containers"][0]["ports"][0];
+    assert_eq!(port["name"], "metrics");
+    assert_eq!(
+        rules[0]["ports"],
+        serde_json::json!([{"port": "metrics", "protocol": "TCP"}]),
+        "only the metrics port"
+    );
+    let from = &rules[0]["from"][0];
+    assert_eq!(
+        from["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "prometheus"
+    );
+    assert!(
+        from["namespaceSelector"]["matchLabels"].is_object(),
+        "Prometheus's namespace, not any"
+    );
+}
+
+/// The project's pinned linters (deploy/tools/install.sh, which scripts/test.sh runs).
+fn tool(path: &str) -> PathBuf {
+    let tool = repo(path);
+    assert!(
+        tool.exists(),
+        "{} is missing: run deploy/tools/install.sh (scripts/test.sh does)",
+        tool.display()
+    );
+    tool
+}
+
+/// The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
+const KUBERNETES_VERSION: &str = "1.34";
+
+/// The manifests that are core Kubernetes objects (the KEDA ones are CRDs).
+const CORE_MANIFESTS: [&str; 5] = [
+    "deploy/kubernetes/configmap.yaml",
+    "deploy/kubernetes/deployment.yaml",
+    "deploy/kubernetes/networkpolicy.yaml",
+    "deploy/kubernetes/poddisruptionbudget.yaml",
+    "deploy/kubernetes/serviceaccount.yaml",
+];
+
+/// `kubernetes-validate --strict` on `files`: (success, report).
+fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
+    let out = std::process::Command::new(tool("deploy/tools/.venv/bin/kubernetes-validate"))
+        .args(["-k", KUBERNETES_VERSION, "--strict"])
+        .args(files)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+/// The KEDA CRD validation (deploy/tools/validate-keda.mjs) on `files`: (success, report).
+fn keda_validate(files: &[PathBuf]) -> (bool, String) {
+    // The script imports the models from deploy/tools/node_modules, next to it.
+    tool("deploy/tools/node_modules/@kubernetes-models/keda");
+    let out = std::process::Command::new("node")
+        .arg(tool("deploy/tools/validate-keda.mjs"))
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("node cannot run (Debian: apt-get install nodejs): {e}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+#[test]
+fn manifests_pass_the_kubernetes_schemas_strictly() {
+    let files: Vec<PathBuf> = CORE_MANIFESTS.iter().map(|f| repo(f)).collect();
+    let (ok, report) = kubernetes_validate(&files);
+    assert!(ok, "{report}");
+    let objects: usize = CORE_MANIFESTS.iter().map(|f| docs(f).len()).sum();
+    assert_eq!(
+        report.matches(&format!("against version {KUBERNETES_VERSION}")).count(),
+        objects,
+        "every object was validated: {report}"
+    );
+    assert!(!report.contains("WARN") && !report.contains("ERROR"), "{report}");
+
+    // The validator rejects what it should: a wrong type, and a field the schema lacks.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("deploy/kubernetes/deployment.yaml")).unwrap();
+    for (name, broken) in [
+        ("type.yaml", text.replace("replicas: 1", "replicas: one")),
+        ("field.yaml", text.replace("replicas: 1", "replica: 1")),
+    ] {
+        assert_ne!(broken, text);
+        let path = dir.path().join(name);
+        std::fs::write(&path, broken).unwrap();
+        let (ok, report) = kubernetes_validate(&[path]);
+        assert!(!ok && report.contains("ERROR"), "{name} passed: {report}");
+    }
+}
+
+#[test]
+fn keda_objects_pass_the_crd_schemas() {
+    let files = [
+        repo("deploy/kubernetes/keda-aws-sqs.yaml"),
+        repo("deploy/kubernetes/keda-gcp-pubsub.yaml"),
+    ];
+    let (ok, report) = keda_validate(&files);
+    assert!(ok, "{report}");
+    assert_eq!(report.matches("passed for ScaledObject/").count(), 2, "{report}");
+    assert_eq!(
+        report.matches("passed for TriggerAuthentication/").count(),
+        2,
+        "{report}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    for (name, broken) in [
+        ("type.yaml", text.replace("minReplicaCount: 1", "minReplicaCount: one")),
+        ("enum.yaml", text.replace("provider: aws", "provider: amazon")),
+    ] {
+        assert_ne!(broken, text);
+        let path = dir.path().join(name);
+        std::fs::write(&path, broken).unwrap();
+        let (ok, report) = keda_validate(&[path]);
+        assert!(!ok && report.contains("ERROR"), "{name} passed: {report}");
+    }
+}
+
+/// checkov over terraform/ and deploy/ with .checkov.yaml: every check not on its documented
+/// skip list passes, in all three frameworks.
+#[test]
+fn checkov_passes_with_only_the_documented_skips() {
+    let out = std::process::Command::new(tool("deploy/tools/.venv/bin/checkov"))
+        .args(["--config-file", ".checkov.yaml"])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    for framework in ["terraform", "kubernetes", "dockerfile"] {
+        assert!(
+            report.contains(&format!("{framework} scan results")),
+            "{framework} scanned: {report}"
+        );
+    }
+    let mut counts = 0;
+    for line in report.lines().filter(|l| l.starts_with("Passed checks:")) {
+        assert!(line.contains("Failed checks: 0,"), "{line}\n{report}");
+        counts += 1;
+    }
+    assert!(counts >= 3, "{report}");
+
+    // Each skipped check has its reason written above it.
+    let config = std::fs::read_to_string(repo(".checkov.yaml")).unwrap();
+    let lines: Vec<&str> = config.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("- CKV_") {
+            assert!(
+                lines[i - 1].trim_start().starts_with('#'),
+                "{} has no reason in .checkov.yaml",
+                line.trim()
+            );
+        }
+    }
+}

@@ -45,7 +45,13 @@ variable "oidc_provider_url" {
 variable "service_account" {
   description = "The worker's Kubernetes service account, NAMESPACE:NAME."
   type        = string
-  default     = "veltrix:veltrix"
+  default     = "veltrix:veltrix-orders"
+}
+
+variable "kms_key_arn" {
+  description = "A customer-managed KMS key for the queues (SSE-KMS); null uses SQS-managed encryption."
+  type        = string
+  default     = null
 }
 
 module "worker" {
@@ -54,6 +60,7 @@ module "worker" {
   fifo              = var.fifo
   targets           = var.targets
   max_receive_count = 10
+  kms_key_arn       = var.kms_key_arn
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -63,10 +70,17 @@ data "aws_iam_policy_document" "assume" {
       type        = "Federated"
       identifiers = [var.oidc_provider_arn]
     }
+    # Only this service account's tokens, and only tokens minted for STS: without the :aud
+    # condition a token the cluster issued for another audience would be accepted too.
     condition {
       test     = "StringEquals"
       variable = "${var.oidc_provider_url}:sub"
       values   = ["system:serviceaccount:${var.service_account}"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${var.oidc_provider_url}:aud"
+      values   = ["sts.amazonaws.com"]
     }
   }
 }
@@ -89,4 +103,9 @@ output "veltrix_config" {
 output "worker_role_arn" {
   description = "Annotate the service account with eks.amazonaws.com/role-arn = this."
   value       = aws_iam_role.worker.arn
+}
+
+output "replay_policy_json" {
+  description = "IAM policy for whoever runs `veltrix dlq replay` (attach it to their role)."
+  value       = module.worker.replay_policy_json
 }

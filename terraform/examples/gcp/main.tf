@@ -35,15 +35,23 @@ variable "targets" {
 variable "kubernetes_service_account" {
   description = "The worker's Kubernetes service account, NAMESPACE/NAME (workload identity)."
   type        = string
-  default     = "veltrix/veltrix"
+  default     = "veltrix/veltrix-orders"
 }
 
 provider "google" {
   project = var.project
 }
 
+# The module's names, computed without a provider (also what tests/terraform.rs renders).
+module "names" {
+  source  = "../../modules/pubsub-worker/layout"
+  project = var.project
+  name    = var.name
+  targets = var.targets
+}
+
 resource "google_service_account" "worker" {
-  account_id   = "veltrix-${substr(var.name, 0, 20)}"
+  account_id   = module.names.worker_account_id
   display_name = "veltrix worker for ${var.name}"
 }
 

@@ -6,31 +6,53 @@ data "google_project" "this" {
   project_id = var.project
 }
 
+# Names and the rendered config, from a provider-less submodule (so tests render them offline).
+module "layout" {
+  source  = "./layout"
+  project = var.project
+  name    = var.name
+  targets = var.targets
+}
+
 locals {
   worker        = "serviceAccount:${var.worker_service_account}"
   service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 }
 
+# Topics are encrypted with Google-managed keys, or with var.kms_key_name (CMEK) when set.
 resource "google_pubsub_topic" "source" {
-  project = var.project
-  name    = var.name
-  labels  = var.labels
+  project      = var.project
+  name         = module.layout.topic
+  labels       = var.labels
+  kms_key_name = var.kms_key_name
+  depends_on   = [google_kms_crypto_key_iam_member.service_agent]
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  project = var.project
-  name    = "${var.name}-dlq"
-  labels  = var.labels
+  project      = var.project
+  name         = module.layout.dead_letter_topic
+  labels       = var.labels
+  kms_key_name = var.kms_key_name
+  depends_on   = [google_kms_crypto_key_iam_member.service_agent]
+}
+
+# With CMEK, the Pub/Sub service agent encrypts and decrypts with the key; topics cannot be
+# created before it may.
+resource "google_kms_crypto_key_iam_member" "service_agent" {
+  count         = var.kms_key_name == null ? 0 : 1
+  crypto_key_id = var.kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = local.service_agent
 }
 
 # A topic without a subscription drops what is published to it: this one keeps dead letters
 # for `veltrix dlq replay --from-subscription`.
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project
-  name                       = "${var.name}-dlq-sub"
+  name                       = module.layout.dead_letter_subscription
   topic                      = google_pubsub_topic.dead_letter.id
   ack_deadline_seconds       = 60
-  message_retention_duration = "604800s"
+  message_retention_duration = var.dead_letter_retention_duration
   labels                     = var.labels
   expiration_policy {
     ttl = ""
@@ -39,7 +61,7 @@ resource "google_pubsub_subscription" "dead_letter" {
 
 resource "google_pubsub_subscription" "source" {
   project                    = var.project
-  name                       = "${var.name}-sub"
+  name                       = module.layout.subscription
   topic                      = google_pubsub_topic.source.id
   ack_deadline_seconds       = var.ack_deadline_seconds
   message_retention_duration = var.message_retention_duration
@@ -66,10 +88,12 @@ resource "google_pubsub_subscription" "source" {
 }
 
 resource "google_pubsub_topic" "target" {
-  for_each = toset(var.targets)
-  project  = var.project
-  name     = "${var.name}-${each.key}"
-  labels   = var.labels
+  for_each     = module.layout.target_topics
+  project      = var.project
+  name         = each.value
+  labels       = var.labels
+  kms_key_name = var.kms_key_name
+  depends_on   = [google_kms_crypto_key_iam_member.service_agent]
 }
 
 # The worker: consume the subscription and read its settings (preflight, attempt counting);

@@ -30,9 +30,7 @@ output "max_delivery_attempts" {
 
 output "veltrix_config" {
   description = "The [source] and [targets.*] tables of a veltrix config (`terraform output -raw veltrix_config`); add [pipeline] (dead_letter = \"dlq\") and [[rules]]."
-  value = templatefile("${path.module}/veltrix.toml.tftpl", {
-    subscription      = google_pubsub_subscription.source.id
-    dead_letter_topic = google_pubsub_topic.dead_letter.id
-    targets           = { for name, t in google_pubsub_topic.target : name => t.id }
-  })
+  value       = module.layout.veltrix_config
+  # Rendered from names alone: wait for what it names to exist.
+  depends_on = [google_pubsub_subscription.source, google_pubsub_topic.dead_letter, google_pubsub_topic.target]
 }

@@ -64,6 +64,22 @@ variable "message_retention_duration" {
   default     = "604800s"
 }
 
+variable "dead_letter_retention_duration" {
+  description = "How long the dead-letter subscription keeps dead letters (600s-2678400s, i.e. up to 31 days); long, so they can be replayed after a fix."
+  type        = string
+  default     = "604800s"
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.dead_letter_retention_duration)) && try(tonumber(trimsuffix(var.dead_letter_retention_duration, "s")) >= 600 && tonumber(trimsuffix(var.dead_letter_retention_duration, "s")) <= 2678400, false)
+    error_message = "dead_letter_retention_duration: seconds with an s suffix, 600s-2678400s (e.g. \"1209600s\" for 14 days)."
+  }
+}
+
+variable "kms_key_name" {
+  description = "A Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) to encrypt the topics with (CMEK); null (the default) uses Google-managed keys. The module grants the Pub/Sub service agent roles/cloudkms.cryptoKeyEncrypterDecrypter on it."
+  type        = string
+  default     = null
+}
+
 variable "targets" {
   description = "Target topics to create for forward actions, by target name; each becomes NAME-TARGET and a [targets.TARGET] table in veltrix_config."
   type        = list(string)

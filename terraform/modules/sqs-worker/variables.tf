@@ -61,6 +61,32 @@ variable "endpoint_url" {
   default     = null
 }
 
+variable "kms_key_arn" {
+  description = "ARN of a customer-managed KMS key for server-side encryption of every queue (SSE-KMS). null (the default) uses SQS-managed keys (SSE-SQS). With a key, worker_policy_json and replay_policy_json allow kms:Decrypt and kms:GenerateDataKey on it; the key's own policy must allow those roles too (and sns.amazonaws.com or other producers that send)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:", var.kms_key_arn))
+    error_message = "kms_key_arn: the ARN of a KMS key or alias (arn:aws:kms:REGION:ACCOUNT:key/ID), or null for SQS-managed encryption."
+  }
+}
+
+variable "kms_data_key_reuse_period_seconds" {
+  description = "With kms_key_arn: how long SQS reuses a data key before calling KMS again (60-86400). Longer means fewer KMS requests (and costs)."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.kms_data_key_reuse_period_seconds >= 60 && var.kms_data_key_reuse_period_seconds <= 86400
+    error_message = "kms_data_key_reuse_period_seconds must be 60-86400."
+  }
+}
+
+variable "source_policy_json" {
+  description = "Extra statements for the source queue's resource policy, as a JSON policy document (e.g. letting an SNS topic send). The module always adds a statement denying requests without TLS."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags for every queue."
   type        = map(string)
