@@ -2,7 +2,7 @@
 # Runs every benchmark and prints the lines BENCHMARKS.md quotes (also saved, with the machine
 # and the date, to target/bench-report.txt). Starts LocalStack for the SQS benchmarks and the
 # Pub/Sub emulator for the Pub/Sub one (and stops them after) unless they already run. Takes
-# about 20 minutes.
+# about 50 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -45,3 +45,13 @@ cargo bench --locked --bench pubsub
 
 echo "== Pub/Sub forwarding mix on the emulator: worker defaults vs a bare streaming-pull router"
 cargo bench --locked --bench pubsub_router
+
+echo "== fleet: 1, 2 and 3 worker containers under podman (queue to queue, and a slow HTTP handler)"
+source deploy/podman/lib.sh
+trap 'stop_podman_service; stop_started_emulators' EXIT
+ensure_podman
+ensure_podman_service
+VELTRIX_IMAGE="$(deploy/build-image.sh | tail -n 1)"
+export VELTRIX_IMAGE
+cargo bench --locked --bench fleet -- queue
+cargo bench --locked --bench fleet -- slow rounds=3

@@ -66,5 +66,6 @@ cargo test --release --locked --bench matcher
 cargo test --release --locked --bench pipeline -- quick
 cargo test --release --locked --bench router -- quick
 cargo test --release --locked --bench pubsub_router -- quick
+cargo test --release --locked --bench fleet -- quick
 
 stage "done"

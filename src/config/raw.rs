@@ -56,9 +56,12 @@ pub mod defaults {
     pub const fn http_timeout_ms() -> u64 {
         5000
     }
-    /// SQS long-poll wait (the maximum SQS allows).
+    /// SQS long-poll wait: short enough that an idle worker's drain (which lets the long poll
+    /// in flight answer, so nothing it returns is stranded) ends within `docker stop` /
+    /// `podman stop`'s default 10 s; 20 s (the maximum) saves empty receives where the stop
+    /// grace allows it.
     pub const fn sqs_wait_time_secs() -> u64 {
-        20
+        5
     }
     /// Parallel Pub/Sub streaming-pull streams.
     pub const fn pubsub_streams() -> u32 {

@@ -72,7 +72,7 @@ impl Default for Settings {
             max_in_flight: 256,
             pollers: 1,
             max_pollers: crate::pipeline::poller_scale::DEFAULT_MAX_POLLERS,
-            receive_wait: Duration::from_secs(20),
+            receive_wait: Duration::from_secs(crate::config::raw::defaults::sqs_wait_time_secs()),
             retry: RetryPolicy {
                 initial_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(300),
