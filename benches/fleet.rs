@@ -27,7 +27,6 @@
 #[path = "common/mod.rs"]
 mod bench;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../tests/harness/containers.rs"]
 mod containers;

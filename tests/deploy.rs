@@ -337,17 +337,24 @@ fn manifests_pass_the_kubernetes_schemas_strictly() {
     assert!(!report.contains("WARN") && !report.contains("ERROR"), "{report}");
 
     // The validator rejects what it should: a wrong type, and a field the schema lacks.
+    assert_rejects_broken_copies(
+        "deploy/kubernetes/deployment.yaml",
+        &[("replicas: 1", "replicas: one"), ("replicas: 1", "replica: 1")],
+        kubernetes_validate,
+    );
+}
+
+/// Each `(from, to)` edit of `file` makes `validate` fail with an ERROR line.
+fn assert_rejects_broken_copies(file: &str, edits: &[(&str, &str)], validate: fn(&[PathBuf]) -> (bool, String)) {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo("deploy/kubernetes/deployment.yaml")).unwrap();
-    for (name, broken) in [
-        ("type.yaml", text.replace("replicas: 1", "replicas: one")),
-        ("field.yaml", text.replace("replicas: 1", "replica: 1")),
-    ] {
-        assert_ne!(broken, text);
-        let path = dir.path().join(name);
+    let text = std::fs::read_to_string(repo(file)).unwrap();
+    for (i, (from, to)) in edits.iter().enumerate() {
+        let broken = text.replace(from, to);
+        assert_ne!(broken, text, "{file} has no {from:?}");
+        let path = dir.path().join(format!("broken-{i}.yaml"));
         std::fs::write(&path, broken).unwrap();
-        let (ok, report) = kubernetes_validate(&[path]);
-        assert!(!ok && report.contains("ERROR"), "{name} passed: {report}");
+        let (ok, report) = validate(&[path]);
+        assert!(!ok && report.contains("ERROR"), "{file} with {to:?} passed: {report}");
     }
 }
 
@@ -366,18 +373,14 @@ fn keda_objects_pass_the_crd_schemas() {
         "{report}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(&files[0]).unwrap();
-    for (name, broken) in [
-        ("type.yaml", text.replace("minReplicaCount: 1", "minReplicaCount: one")),
-        ("enum.yaml", text.replace("provider: aws", "provider: amazon")),
-    ] {
-        assert_ne!(broken, text);
-        let path = dir.path().join(name);
-        std::fs::write(&path, broken).unwrap();
-        let (ok, report) = keda_validate(&[path]);
-        assert!(!ok && report.contains("ERROR"), "{name} passed: {report}");
-    }
+    assert_rejects_broken_copies(
+        "deploy/kubernetes/keda-aws-sqs.yaml",
+        &[
+            ("minReplicaCount: 1", "minReplicaCount: one"),
+            ("provider: aws", "provider: amazon"),
+        ],
+        keda_validate,
+    );
 }
 
 /// checkov over terraform/ and deploy/ with .checkov.yaml: every check not on its documented

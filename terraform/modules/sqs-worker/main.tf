@@ -29,8 +29,6 @@ locals {
   # Server-side encryption of every queue: SQS-managed keys unless a KMS key is given.
   sse_sqs           = var.kms_key_arn == null ? true : null
   kms_reuse_seconds = var.kms_key_arn == null ? null : var.kms_data_key_reuse_period_seconds
-  # The worker and replay policies may use the key (receiving decrypts, sending encrypts).
-  kms_keys = var.kms_key_arn == null ? [] : [var.kms_key_arn]
 }
 
 # Each queue's resource policy: deny any request that does not arrive over TLS. The source
@@ -103,11 +101,22 @@ resource "aws_sqs_queue" "target" {
   tags = var.tags
 }
 
+# With a KMS key: receiving decrypts, sending encrypts. Part of the worker and replay policies.
+data "aws_iam_policy_document" "kms" {
+  count = var.kms_key_arn == null ? 0 : 1
+  statement {
+    sid       = "UseQueueKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+}
+
 # Exactly what the worker calls: receive, delete, change visibility and read attributes (the
 # backlog gauge) on the source; send to the dead-letter queue and the targets, and read their
 # attributes (`veltrix check --preflight` compares them with the config); use the KMS key, if
 # any.
 data "aws_iam_policy_document" "worker" {
+  source_policy_documents = data.aws_iam_policy_document.kms[*].json
   statement {
     sid = "ConsumeSource"
     actions = [
@@ -123,18 +132,11 @@ data "aws_iam_policy_document" "worker" {
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = concat([local.dlq_arn], values(local.target_arns))
   }
-  dynamic "statement" {
-    for_each = local.kms_keys
-    content {
-      sid       = "UseQueueKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
-  }
 }
 
 # For operators running `veltrix dlq replay`: read and delete dead letters, send to the source.
 data "aws_iam_policy_document" "replay" {
+  source_policy_documents = data.aws_iam_policy_document.kms[*].json
   statement {
     sid = "ReadDeadLetters"
     actions = [
@@ -149,13 +151,5 @@ data "aws_iam_policy_document" "replay" {
     sid       = "SendToSource"
     actions   = ["sqs:SendMessage"]
     resources = [local.source_arn]
-  }
-  dynamic "statement" {
-    for_each = local.kms_keys
-    content {
-      sid       = "UseQueueKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
   }
 }
