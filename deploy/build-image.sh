@@ -8,6 +8,7 @@
 #   deploy/build-image.sh                        # -> localhost/veltrix:dev
 #   VELTRIX_IMAGE=localhost/veltrix:test deploy/build-image.sh
 #   RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot deploy/build-image.sh   # a public base
+#   VELTRIX_BINARY=target/release/veltrix deploy/build-image.sh   # package a binary built already
 #
 # Users with a registry build the same Dockerfile from public bases: docker build -f deploy/Dockerfile .
 set -euo pipefail
@@ -17,10 +18,18 @@ source deploy/podman/lib.sh
 IMAGE="${VELTRIX_IMAGE:-localhost/veltrix:dev}"
 ensure_podman >&2
 
-echo "== compiling the worker (release)" >&2
-cargo build --release --locked --bin veltrix >&2
+# VELTRIX_BINARY: a release binary already built (scripts/test.sh passes the one its workspace
+# build made: building `--bin veltrix` alone resolves the dependencies' features without the
+# dev-dependencies, a second build of most crates, about 7 minutes on 2 cores).
+BINARY="${VELTRIX_BINARY:-}"
+if [[ -z "$BINARY" ]]; then
+  echo "== compiling the worker (release)" >&2
+  cargo build --release --locked --bin veltrix >&2
+  BINARY=target/release/veltrix
+fi
+[[ -x "$BINARY" ]] || { echo "error: $BINARY is not an executable worker binary" >&2; exit 1; }
 mkdir -p target/image
-strip -o target/image/veltrix.tmp target/release/veltrix
+strip -o target/image/veltrix.tmp "$BINARY"
 mv target/image/veltrix.tmp target/image/veltrix
 
 # The base: exactly the shared objects the binary loads (ldd), the CA bundle and the user

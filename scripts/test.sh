@@ -48,7 +48,8 @@ ensure_pubsub
 stage "container image (podman)"
 ensure_podman
 ensure_podman_service
-VELTRIX_IMAGE="$(deploy/build-image.sh | tail -n 1)"
+# The binary the build above made (a `--bin veltrix` build alone would compile most crates again).
+VELTRIX_IMAGE="$(VELTRIX_BINARY=target/release/veltrix deploy/build-image.sh | tail -n 1)"
 export VELTRIX_IMAGE
 
 stage "deploy linters (checkov, kubernetes-validate, KEDA CRD schemas)"
