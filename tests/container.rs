@@ -23,8 +23,9 @@
 //!   replica repeats at most what it held, and so does the frozen one on SQS. On Pub/Sub the
 //!   emulator keeps sending to the frozen stream, so the frozen replica repeats up to what it
 //!   settled after its resume; its repeats and late acks are counted and printed.
-//! - **idle stop**: with no receive settings (a user's config), an idle worker stops on a plain
-//!   `podman stop` (podman's default grace of 10 s) with exit 0.
+//! - **idle stop**: with no receive settings (a user's config), an idle worker stops within
+//!   `podman stop`'s default grace of 10 s (given explicitly: containers created through the
+//!   API have a stop timeout of 0) with exit 0.
 //!
 //! The harness (image, containers, stacks, tally) is tests/harness/containers.rs, shared with
 //! benches/fleet.rs.

@@ -266,28 +266,19 @@ impl Worker {
         self.stop_within(Some(STOP_GRACE_SECS)).await;
     }
 
-    /// `podman stop` with a grace period of `grace_secs`, or with none given (`None`: the
-    /// podman CLI's own default, 10 s, as an operator types it; through the API the crate's
-    /// `None` means no grace at all). Asserts exit 0 within it; returns how long it took.
+    /// `podman stop` with a grace period of `grace_secs` (`None`: [`PODMAN_DEFAULT_STOP_SECS`],
+    /// what `podman stop` and `docker stop` give a container created by their CLI; one created
+    /// through the API, as here, has a stop timeout of 0 unless told). Asserts exit 0 within
+    /// it; returns how long the stop took.
     pub async fn stop_within(self, grace_secs: Option<i32>) -> Duration {
+        let grace_secs = grace_secs.unwrap_or(PODMAN_DEFAULT_STOP_SECS);
         let started = Instant::now();
-        match grace_secs {
-            Some(_) => self
-                .container
-                .stop_with_timeout(grace_secs)
-                .await
-                .expect("stop the container"),
-            None => {
-                let out = podman(&["stop", self.id()]);
-                assert!(
-                    out.status.success(),
-                    "podman stop: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        self.container
+            .stop_with_timeout(Some(grace_secs))
+            .await
+            .expect("stop the container");
         let took = started.elapsed();
-        let grace = Duration::from_secs(grace_secs.unwrap_or(PODMAN_DEFAULT_STOP_SECS) as u64);
+        let grace = Duration::from_secs(grace_secs as u64);
         let code = self.container.exit_code().await.expect("exit code");
         assert_eq!(
             code,
