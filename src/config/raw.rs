@@ -181,7 +181,7 @@ pub enum RawSource {
         /// Region override (default: the AWS chain, else the queue URL's region).
         #[serde(default)]
         region: Option<String>,
-        /// Long-poll wait per receive (default 20 s, 0–20).
+        /// Long-poll wait per receive (default 5 s, 0–20).
         #[serde(default = "defaults::sqs_wait_time_secs")]
         wait_time_secs: u64,
         /// Messages processed at once (default 256, 1–65536).
