@@ -279,6 +279,16 @@ fn tool(path: &str) -> PathBuf {
     tool
 }
 
+/// A tool's run as (success, stdout followed by stderr).
+fn outcome(out: &std::process::Output) -> (bool, String) {
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
 /// The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
 const KUBERNETES_VERSION: &str = "1.34";
 
@@ -298,12 +308,7 @@ fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
         .args(files)
         .output()
         .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report)
+    outcome(&out)
 }
 
 /// The KEDA CRD validation (deploy/tools/validate-keda.mjs) on `files`: (success, report).
@@ -315,12 +320,7 @@ fn keda_validate(files: &[PathBuf]) -> (bool, String) {
         .args(files)
         .output()
         .unwrap_or_else(|e| panic!("node cannot run (Debian: apt-get install nodejs): {e}"));
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report)
+    outcome(&out)
 }
 
 #[test]
@@ -392,12 +392,8 @@ fn checkov_passes_with_only_the_documented_skips() {
         .current_dir(repo(""))
         .output()
         .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{report}");
+    let (ok, report) = outcome(&out);
+    assert!(ok, "{report}");
     for framework in ["terraform", "kubernetes", "dockerfile"] {
         assert!(
             report.contains(&format!("{framework} scan results")),
