@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use veltrix::config::{self, ConfigError};
 use veltrix::runner::RunOptions;
-use veltrix::testing::{run_tests, TestOptions};
+use veltrix::testing::{run_tests, Format, TestOptions};
 
 /// mimalloc: the worker allocates many small, short-lived objects per message (parsed values,
 /// attribute maps); glibc malloc costs measurably more (see BENCHMARKS.md).
@@ -31,6 +31,13 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
+    Json,
+}
+
+/// `veltrix test --format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Human,
     Json,
 }
 
@@ -57,7 +64,8 @@ enum Command {
         #[arg(long)]
         preflight: bool,
     },
-    /// Evaluate events against the rules with no side effects; print one JSON line per event.
+    /// Evaluate events against the rules with no side effects; print, per event, the outcome
+    /// and the field that decided each rule.
     Test {
         /// Config file (.toml or .json).
         #[arg(short, long)]
@@ -67,9 +75,13 @@ enum Command {
         /// Each line is {"body": …, "attributes": {…}} instead of a bare body.
         #[arg(long)]
         envelope: bool,
-        /// Say, per rule, which field and operator decided.
+        /// Show every field of every rule (JSON: an `explain` list per event).
         #[arg(long)]
         explain: bool,
+        /// `human`: a short report per event (coloured on a terminal unless NO_COLOR is set);
+        /// `json`: one JSON object per line, for scripts.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
+        format: ReportFormat,
     },
     /// Dead-letter tools.
     Dlq {
@@ -163,6 +175,7 @@ fn main() -> ExitCode {
                 c.source.kind(),
                 c.source.name()
             );
+            print!("{}", config::summary::summary(&c));
             println!(
                 "memory: up to {} MiB (base, max_in_flight_bytes, one receive batch per poller{}): the container's memory limit must be at least this",
                 config::memory::memory_bound_bytes(&c).div_ceil(1024 * 1024),
@@ -178,18 +191,32 @@ fn main() -> ExitCode {
             events,
             envelope,
             explain,
+            format,
         } => {
             init_logs(cli.log_format, "warn");
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match test(&c, &events, TestOptions { envelope, explain }) {
+            let format = match format {
+                ReportFormat::Json => Format::Json,
+                ReportFormat::Human => Format::Human {
+                    color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                },
+            };
+            let options = TestOptions {
+                envelope,
+                explain,
+                format,
+            };
+            match test(&c, &events, options) {
                 Ok(invalid) if invalid > 0 => {
                     eprintln!("error: {invalid} input line(s) could not be read; see the \"error\" lines");
                     ExitCode::FAILURE
                 }
                 Ok(_) => ExitCode::SUCCESS,
+                // The reader went away (`veltrix test … | head`): nothing is wrong.
+                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
@@ -268,6 +295,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether `e` is a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == Some(std::io::ErrorKind::BrokenPipe)
+            || matches!(
+                cause.downcast_ref::<veltrix::testing::TestError>(),
+                Some(veltrix::testing::TestError::Io(io)) if io.kind() == std::io::ErrorKind::BrokenPipe
+            )
+    })
 }
 
 fn test(c: &config::Config, events: &Path, options: TestOptions) -> anyhow::Result<usize> {

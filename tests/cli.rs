@@ -78,14 +78,52 @@ fn quickstart_routes_every_event_and_dead_letters_with_reasons() {
     for d in &dead {
         assert!(d["attributes"]["veltrix.message_id"].is_string());
         assert_eq!(d["attributes"]["veltrix.attempts"], "1");
+        // Unmatched events say why: the nearest rules and what failed.
+        let explain = d["attributes"]["veltrix.explain"].as_str();
+        if d["attributes"]["veltrix.reason"] == "unmatched" {
+            let explain = explain.expect("an unmatched dead letter has veltrix.explain");
+            assert!(explain.starts_with("nearest: "), "{explain}");
+            assert!(explain.len() <= 1024 + "…".len(), "bounded: {explain}");
+        } else {
+            assert_eq!(explain, None, "only unmatched events are explained: {d}");
+        }
     }
+    let cancelled = dead
+        .iter()
+        .find(|d| d["body"]["type"] == "order.cancelled")
+        .expect("the cancelled order is dead-lettered");
+    assert!(
+        cancelled["attributes"]["veltrix.explain"]
+            .as_str()
+            .unwrap()
+            .contains(r#"orders (body.type: wanted equals "order.created", found string "order.cancelled")"#),
+        "{cancelled}"
+    );
 }
 
 #[test]
 fn check_accepts_the_examples() {
     let out = veltrix(&["check", "-c", repo().join("examples/quickstart.toml").to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (6 rules, 4 targets"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK (6 rules, 4 targets"));
+    // The review screen: source, targets, dead letter, budget, each rule's pattern and actions.
+    for line in [
+        "source       file ",
+        "dead letter  dlq; unmatched events are dead-lettered",
+        "budget       5 failures of its own per message",
+        r#"5 large-orders             body.amount numeric [">", 1000] and body.type equals "order.created""#,
+        "→ forward fraud-review with transform `{id: .body.id",
+        r#"→ dead_letter "order has no customer"  [final]"#,
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("targets      dlq") && l.ends_with("(dead letter)")),
+        "{stdout}"
+    );
     let out = veltrix(&[
         "check",
         "-c",
@@ -120,6 +158,8 @@ fn test_command_prints_matches_without_side_effects() {
         "-c",
         dir.path().join("quickstart.toml").to_str().unwrap(),
         dir.path().join("events.jsonl").to_str().unwrap(),
+        "--format",
+        "json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -131,7 +171,134 @@ fn test_command_prints_matches_without_side_effects() {
     assert_eq!(lines[2]["outcome"], "forward");
     assert_eq!(lines[1]["outcome"], "drop");
     assert_eq!(lines[4]["outcome"], "dead_letter");
+    assert!(lines[2].get("explain").is_none(), "explanations only with --explain");
+    // An unmatched event names its nearest rules and their failing fields.
+    let nearest = lines[11]["nearest"]
+        .as_array()
+        .expect("nearest rules for an unmatched event");
+    assert!(nearest.len() <= 3 && !nearest.is_empty(), "{nearest:?}");
+    let orders = nearest.iter().find(|n| n["rule"] == "orders").expect("orders is near");
+    assert_eq!(orders["fields"][0]["kind"], "string");
+    assert_eq!(orders["fields"][0]["value"], "order.cancelled");
+    assert!(
+        lines[0].get("nearest").is_none(),
+        "matched events have no nearest rules"
+    );
     assert!(!dir.path().join("out").exists(), "test has no side effects");
+}
+
+/// What a new user sees on the quick start: a short report per event, no escape codes when
+/// stdout is not a terminal.
+#[test]
+fn test_command_reads_well_for_people() {
+    let dir = quickstart_copy();
+    let config = dir.path().join("quickstart.toml");
+    let events = dir.path().join("events.jsonl");
+    let out = veltrix(&["test", "-c", config.to_str().unwrap(), events.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colours when stdout is not a terminal:\n{text}"
+    );
+    let event = |n: usize| -> &str {
+        let start = text
+            .find(&format!("event {n}  "))
+            .unwrap_or_else(|| panic!("no event {n}:\n{text}"));
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        &text[start..end]
+    };
+    let e2 = event(2);
+    assert!(
+        e2.starts_with("event 2  forward  → orders (rule orders), fraud-review (rule large-orders)"),
+        "{e2}"
+    );
+    assert!(
+        e2.contains(r#"body → fraud-review: {"amount":1890,"customer":"c-42","id":"o-1002"}"#),
+        "{e2}"
+    );
+    assert!(!e2.contains("✗ large-orders"), "large-orders matched event 2: {e2}");
+    let e0 = event(0);
+    assert!(
+        e0.contains(r#"✗ large-orders             body.amount: wanted numeric [">", 1000], found number 42.5"#),
+        "{e0}"
+    );
+    assert!(
+        e0.contains(r#"✗ orders-without-customer  body.customer: wanted equals null, found an object"#),
+        "an object is not null: {e0}"
+    );
+    let e5 = event(5);
+    assert!(
+        e5.starts_with(r#"event 5  dead_letter  reason "order has no customer" (rule orders-without-customer)"#),
+        "{e5}"
+    );
+    assert!(e5.contains("body.customer: wanted equals null, found null"), "{e5}");
+    let e11 = event(11);
+    assert!(e11.contains("no rule matched; nearest: "), "{e11}");
+    assert!(e11.lines().all(|l| l.len() < 200), "short lines: {e11}");
+    assert!(
+        text.ends_with("14 events: 6 forward, 2 drop, 6 dead_letter\n"),
+        "{text}"
+    );
+    // --explain lists every field of every rule on its own line.
+    let out = veltrix(&[
+        "test",
+        "-c",
+        config.to_str().unwrap(),
+        events.to_str().unwrap(),
+        "--explain",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let first = &text[..text.find("\n\n").unwrap()];
+    assert!(
+        first.contains("      ✗ body.customer: wanted equals null, found an object"),
+        "{first}"
+    );
+    assert!(
+        first.contains("      ✓ body.type: wanted equals \"order.created\", found string \"order.created\""),
+        "{first}"
+    );
+    assert_eq!(
+        first
+            .lines()
+            .filter(|l| l.starts_with("  ✓ ") || l.starts_with("  ✗ "))
+            .count(),
+        6,
+        "{first}"
+    );
+}
+
+/// `veltrix test … | head` ends quietly.
+#[test]
+fn test_command_stops_quietly_when_the_reader_goes_away() {
+    let dir = quickstart_copy();
+    let events = dir.path().join("many.jsonl");
+    std::fs::write(&events, "{\"type\": \"heartbeat\"}\n".repeat(20_000)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veltrix"))
+        .args([
+            "test",
+            "-c",
+            dir.path().join("quickstart.toml").to_str().unwrap(),
+            events.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Read;
+        let mut first = [0u8; 64];
+        child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    }
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

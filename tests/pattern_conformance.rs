@@ -141,7 +141,7 @@ fn all_vectors_pass_through_the_binary() {
     );
     std::fs::write(&config, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_veltrix"))
-        .args(["test", "-c"])
+        .args(["test", "--format", "json", "--explain", "-c"])
         .arg(&config)
         .arg(&events)
         .output()
@@ -169,6 +169,21 @@ fn all_vectors_pass_through_the_binary() {
         if got != v.matches {
             failures.push(format!("#{}: expected {}, got {}\n  {}", v.id, v.matches, got, v.text));
         }
+        // The explanation of every rule agrees with the match result, and says what it found.
+        let explained = report["explain"].as_array().expect("--explain lists every rule");
+        assert_eq!(explained.len(), vectors.len(), "one explanation per rule");
+        let mine = explained
+            .iter()
+            .find(|e| e["rule"] == name.as_str())
+            .expect("the vector's own rule is explained");
+        assert_eq!(mine["matched"], Value::Bool(got), "explain disagrees on #{}", v.id);
+        for e in explained {
+            let matched_by_report = report["matched"].as_array().unwrap().contains(&e["rule"]);
+            assert_eq!(e["matched"], Value::Bool(matched_by_report), "#{}: {e}", v.id);
+            for f in e["fields"].as_array().unwrap() {
+                check_found(f, v.id);
+            }
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
     assert!(
@@ -177,4 +192,42 @@ fn all_vectors_pass_through_the_binary() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A field explanation's `kind` agrees with its `value` and `tried`.
+fn check_found(f: &Value, id: u64) {
+    let kind = f["kind"].as_str().unwrap_or_else(|| panic!("#{id}: no kind in {f}"));
+    let value = f.get("value");
+    let leaf_kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Object(_) => "object",
+        Value::Array(_) => "array",
+    };
+    match kind {
+        "missing" | "object" => assert!(value.is_none(), "#{id}: a {kind} has no value: {f}"),
+        "array" => {
+            let tried = f["tried"]
+                .as_array()
+                .unwrap_or_else(|| panic!("#{id}: an array lists what it tried: {f}"));
+            assert!(
+                tried.iter().all(|t| !t.is_object() && !t.is_array()),
+                "#{id}: tried leaves only: {f}"
+            );
+            if let Some(v) = value {
+                assert!(
+                    tried.contains(v) || tried.len() == 16,
+                    "#{id}: the deciding element was tried: {f}"
+                );
+            }
+        }
+        "null" | "boolean" | "number" | "string" => {
+            let v = value.unwrap_or_else(|| panic!("#{id}: a leaf has its value: {f}"));
+            assert_eq!(leaf_kind(v), kind, "#{id}: {f}");
+            assert!(f.get("tried").is_none(), "#{id}: {f}");
+        }
+        other => panic!("#{id}: unknown kind {other:?} in {f}"),
+    }
 }

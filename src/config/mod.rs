@@ -13,6 +13,7 @@ pub mod interpolate;
 pub mod locate;
 pub mod memory;
 pub mod raw;
+pub mod summary;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! The dead-letter envelope, and how it is cut down when the dead-letter target refuses it.
 //!
 //! A dead letter is the original body and attributes plus the worker's own attributes
-//! (`veltrix.reason`, `veltrix.rule`, `veltrix.error`, `veltrix.attempts`, `veltrix.source`,
+//! (`veltrix.reason`, `veltrix.rule`, `veltrix.error`, `veltrix.explain` for unmatched events,
+//! `veltrix.attempts`, `veltrix.source`,
 //! `veltrix.message_id`, `veltrix.failed_at`). A message just under its provider's size limit
 //! may not fit with all of them; when the target refuses a dead letter for good, the pipeline
 //! tries the next [`Envelope`] level, which drops envelope attributes (never the message's own)
@@ -21,6 +22,8 @@ pub const ATTR_RULE: &str = "veltrix.rule";
 pub const ATTR_REASON: &str = "veltrix.reason";
 /// Dead-letter attribute: the error in detail.
 pub const ATTR_ERROR: &str = "veltrix.error";
+/// Dead-letter attribute of unmatched events: the nearest rules and their failing fields.
+pub const ATTR_EXPLAIN: &str = "veltrix.explain";
 /// Dead-letter attribute: delivery attempts made.
 pub const ATTR_ATTEMPTS: &str = "veltrix.attempts";
 /// Dead-letter attribute: `kind:name` of the source.
@@ -37,7 +40,7 @@ pub const MAX_ERROR_ATTRIBUTE_BYTES: usize = 1024;
 pub enum Envelope {
     /// Every envelope attribute.
     Full,
-    /// Without `veltrix.error`, `veltrix.source` and `veltrix.failed_at`.
+    /// Without `veltrix.error`, `veltrix.explain`, `veltrix.source` and `veltrix.failed_at`.
     Trimmed,
     /// `veltrix.reason` alone (and `veltrix.trimmed`).
     Minimal,
@@ -57,9 +60,10 @@ impl Envelope {
     pub fn left_out(self) -> &'static [&'static str] {
         match self {
             Envelope::Full => &[],
-            Envelope::Trimmed => &[ATTR_ERROR, ATTR_SOURCE, ATTR_FAILED_AT],
+            Envelope::Trimmed => &[ATTR_ERROR, ATTR_EXPLAIN, ATTR_SOURCE, ATTR_FAILED_AT],
             Envelope::Minimal => &[
                 ATTR_ERROR,
+                ATTR_EXPLAIN,
                 ATTR_SOURCE,
                 ATTR_FAILED_AT,
                 ATTR_RULE,
@@ -78,6 +82,10 @@ pub fn dead_letter_message(source: &SourceInfo, d: &Delivery, dl: &DeadLetter, l
         envelope.push((ATTR_RULE, rule.clone()));
     }
     envelope.push((ATTR_ERROR, truncate(&dl.error, MAX_ERROR_ATTRIBUTE_BYTES)));
+    if let Some(explain) = &dl.explain {
+        // Already bounded by `rules::MAX_EXPLAIN_BYTES`.
+        envelope.push((ATTR_EXPLAIN, explain.clone()));
+    }
     envelope.push((ATTR_ATTEMPTS, d.delivery_attempt.to_string()));
     envelope.push((ATTR_SOURCE, format!("{}:{}", source.kind, source.name)));
     envelope.push((ATTR_MESSAGE_ID, d.id.clone()));
@@ -86,13 +94,16 @@ pub fn dead_letter_message(source: &SourceInfo, d: &Delivery, dl: &DeadLetter, l
         humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
     ));
     let left_out = level.left_out();
+    let mut dropped = Vec::new();
     for (name, value) in envelope {
-        if !left_out.contains(&name) {
+        if left_out.contains(&name) {
+            dropped.push(name);
+        } else {
             attributes.insert(name, value);
         }
     }
     if !left_out.is_empty() {
-        attributes.insert(ATTR_TRIMMED, left_out.join(","));
+        attributes.insert(ATTR_TRIMMED, dropped.join(","));
     }
     OutboundMessage {
         body: d.body.clone(),
@@ -135,6 +146,7 @@ mod tests {
 
     fn dl() -> DeadLetter {
         DeadLetter {
+            explain: None,
             reason: Reason::Unmatched,
             rule: Some("r".into()),
             error: "é".repeat(1000),
@@ -167,6 +179,17 @@ mod tests {
         assert_eq!(
             m.attributes[ATTR_TRIMMED],
             "veltrix.error,veltrix.source,veltrix.failed_at"
+        );
+        let explained = DeadLetter {
+            explain: Some("nearest: r (a: wanted equals 1, found missing)".into()),
+            ..dl()
+        };
+        let full = dead_letter_message(&info(), &delivery(), &explained, Envelope::Full);
+        assert_eq!(full.attributes[ATTR_EXPLAIN], explained.explain.as_deref().unwrap());
+        let m = dead_letter_message(&info(), &delivery(), &explained, Envelope::Trimmed);
+        assert_eq!(
+            m.attributes[ATTR_TRIMMED],
+            "veltrix.error,veltrix.explain,veltrix.source,veltrix.failed_at"
         );
         let m = dead_letter_message(&info(), &delivery(), &dl(), Envelope::Minimal);
         assert_eq!(

@@ -89,12 +89,14 @@ pub fn unreadable(max_body_bytes: usize, d: &Delivery) -> Option<DeadLetter> {
             ),
         };
         return Some(DeadLetter {
+            explain: None,
             reason: Reason::BodyTooLarge,
             rule: None,
             error,
         });
     }
     d.attributes.get_str(RECORD_ERROR_ATTRIBUTE).map(|error| DeadLetter {
+        explain: None,
         reason: Reason::MalformedRecord,
         rule: None,
         error: error.to_string(),
@@ -230,6 +232,7 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
 /// The dead letter of a message whose budget is spent.
 fn exhausted(failures: u32, max_attempts: u32, error: &str) -> DeadLetter {
     DeadLetter {
+        explain: None,
         reason: Reason::RetryBudgetExhausted,
         rule: None,
         error: format!("attempt {failures} of {max_attempts} failed: {error}"),
@@ -358,6 +361,7 @@ async fn run_forwards(
                 let what = format!("rule `{rule}`: target `{target}`: {error}");
                 if !error.is_transient() {
                     refused.get_or_insert(DeadLetter {
+                        explain: None,
                         reason: Reason::TargetRejected,
                         rule: Some(rule.to_string()),
                         error: what,

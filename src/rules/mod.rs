@@ -27,6 +27,11 @@ use crate::rules::pattern::{Explanation, PatternSet};
 use crate::rules::plan::{DeadLetter, Disposition, Forward, ForwardBody, Plan, Reason};
 use crate::rules::transform::Transform;
 
+/// How many nearest rules explanations of unmatched events name.
+pub const NEAREST_RULES: usize = 3;
+/// Longest `veltrix.explain` text, in bytes (before the `…` of a cut).
+pub const MAX_EXPLAIN_BYTES: usize = 1024;
+
 /// What to do with an event no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unmatched {
@@ -177,9 +182,48 @@ impl RuleSet {
         }
     }
 
+    /// What happens to events no rule matches.
+    pub fn unmatched(&self) -> Unmatched {
+        self.unmatched
+    }
+
+    /// Rule `rule`'s pattern in short form (see [`PatternSet::describe`]).
+    pub fn describe_pattern(&self, rule: usize) -> String {
+        self.patterns.describe(rule)
+    }
+
     /// Why rule `rule` did or did not match.
     pub fn explain(&self, rule: usize, envelope: &Value) -> Explanation {
         self.patterns.explain(rule, envelope)
+    }
+
+    /// For an event no rule matched: the rules with the fewest failing fields (at most
+    /// [`NEAREST_RULES`], nearest first), each with its explanation.
+    pub fn nearest(&self, envelope: &Value) -> Vec<(usize, Explanation)> {
+        self.patterns.nearest(envelope, NEAREST_RULES)
+    }
+
+    /// The `veltrix.explain` text of an unmatched event: its nearest rules and their failing
+    /// fields on one line, at most [`MAX_EXPLAIN_BYTES`], e.g.
+    /// `nearest: orders (1 failing: body.type: wanted equals "order.created", found string "order.cancelled")`.
+    pub fn why_unmatched(&self, envelope: &Value) -> String {
+        let nearest = self.nearest(envelope);
+        if nearest.is_empty() {
+            return "no rules".into();
+        }
+        let parts: Vec<String> = nearest
+            .iter()
+            .map(|(id, e)| {
+                let failing: Vec<String> = e.fields.iter().filter(|f| !f.matched).map(|f| f.to_string()).collect();
+                let failing = if failing.is_empty() {
+                    e.note.clone().unwrap_or_default()
+                } else {
+                    failing.join("; ")
+                };
+                format!("{} ({failing})", self.rules[*id].name)
+            })
+            .collect();
+        crate::pipeline::dead_letters::truncate(&format!("nearest: {}", parts.join(" | ")), MAX_EXPLAIN_BYTES)
     }
 
     /// Decides what to do with a message from its raw parts: the body is parsed only as far as
@@ -255,6 +299,7 @@ impl RuleSet {
                     reason: Reason::Unmatched,
                     rule: None,
                     error: "no rule matched this event".into(),
+                    explain: Some(self.why_unmatched(envelope)),
                 }),
             };
             return Plan {
@@ -287,6 +332,7 @@ impl RuleSet {
                     Action::Drop => {}
                     Action::DeadLetter { reason } => {
                         dead_letter.get_or_insert_with(|| DeadLetter {
+                            explain: None,
                             reason: Reason::Rule(reason.clone()),
                             rule: Some(rule.name.clone()),
                             error: format!("rule `{}` dead-letters matching events", rule.name),
@@ -301,6 +347,7 @@ impl RuleSet {
         let disposition = match (dead_letter, retry) {
             (Some(dl), _) => Disposition::DeadLetter(dl),
             (None, Some(rule)) if delivery_attempt >= max_attempts => Disposition::DeadLetter(DeadLetter {
+                explain: None,
                 reason: Reason::RetryBudgetExhausted,
                 rule: Some(self.rules[rule].name.clone()),
                 error: format!(
@@ -515,5 +562,51 @@ mod tests {
         assert!(
             matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Rule("quarantine".into()))
         );
+    }
+
+    #[test]
+    fn unmatched_dead_letters_name_the_nearest_rules_within_the_bound() {
+        let rules = vec![
+            rule("orders", vec![Action::Drop]),
+            rule("payments", vec![Action::Drop]),
+            rule("big", vec![Action::Drop]),
+        ];
+        let s = set(
+            vec![
+                json!({"body": {"type": ["order"]}}),
+                json!({"body": {"type": ["payment"], "currency": ["EUR"]}}),
+                json!({"body": {"type": ["order"], "amount": [{"numeric": [">", 10]}], "currency": ["EUR"]}}),
+            ],
+            rules,
+            Unmatched::DeadLetter,
+        );
+        let plan = s.plan(&json!({"body": {"type": "refund", "currency": "EUR"}}), 1);
+        let Disposition::DeadLetter(dl) = plan.disposition else {
+            panic!("unmatched events are dead-lettered")
+        };
+        let explain = dl.explain.expect("explained");
+        // orders and payments each fail one field; big fails two.
+        assert_eq!(
+            explain,
+            r#"nearest: orders (body.type: wanted equals "order", found string "refund") | payments (body.type: wanted equals "payment", found string "refund") | big (body.amount: wanted numeric [">", 10], found missing; body.type: wanted equals "order", found string "refund")"#
+        );
+        // A pattern with hundreds of values still leaves a bounded attribute.
+        let many: Vec<String> = (0..300).map(|i| format!("type-{i:04}")).collect();
+        let s = set(
+            vec![json!({"body": {"type": many}})],
+            vec![rule("many", vec![Action::Drop])],
+            Unmatched::DeadLetter,
+        );
+        let plan = s.plan(&json!({"body": {"type": "other"}}), 1);
+        let Disposition::DeadLetter(dl) = plan.disposition else {
+            panic!("unmatched events are dead-lettered")
+        };
+        let explain = dl.explain.unwrap();
+        assert!(
+            explain.starts_with("nearest: many (body.type: wanted equals"),
+            "{explain}"
+        );
+        assert!(explain.ends_with('…'), "cut: {explain}");
+        assert!(explain.len() <= MAX_EXPLAIN_BYTES + "…".len());
     }
 }

@@ -54,6 +54,9 @@ pub struct DeadLetter {
     pub rule: Option<String>,
     /// Details for `veltrix.error`.
     pub error: String,
+    /// For `veltrix.explain`: why no rule matched (the nearest rules and their failing
+    /// fields), for unmatched events.
+    pub explain: Option<String>,
 }
 
 /// The body a forward sends.
@@ -144,7 +147,12 @@ impl Plan {
         Self {
             matched: Vec::new(),
             forwards: Vec::new(),
-            disposition: Disposition::DeadLetter(DeadLetter { reason, rule, error }),
+            disposition: Disposition::DeadLetter(DeadLetter {
+                reason,
+                rule,
+                error,
+                explain: None,
+            }),
             max_attempts,
             transform_input: None,
         }
@@ -197,6 +205,7 @@ impl Plan {
                 None => (Reason::TransformFailed, "the transform was not run".to_string()),
             };
             failure = Some(DeadLetter {
+                explain: None,
                 reason,
                 rule: Some(rules[f.rule].name.clone()),
                 error,

@@ -33,35 +33,204 @@ pub struct FieldExplanation {
     pub operator: String,
     /// Whether the condition held.
     pub matched: bool,
-    /// The event value that decided (the matching leaf, the offending leaf for `exists: false`,
-    /// or the first leaf seen); `null` if the field is missing.
-    pub value: Value,
+    /// What the event holds at `path`.
+    pub kind: FoundKind,
+    /// The leaf that decided: the value itself for a single leaf (`null` included); for an
+    /// array, the element that matched (or, for `exists: false`, the one that was present).
+    /// Absent when the field is missing, an object, or an array where no element decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// For `kind: "array"`: the leaf elements that were tried, in document order (nested arrays
+    /// flattened, objects left out), at most [`MAX_TRIED`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tried: Option<Vec<Value>>,
     /// The `$or` alternative this field belongs to, for non-matches of patterns with `$or`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
 }
 
-/// Evaluate one field on its own: (held?, deciding value).
-fn field_alone(f: &FieldRt, flat: &Flat, vals: &[&Value]) -> (bool, Value) {
-    let mut first: Option<&Value> = None;
+/// Most array elements an explanation lists in [`FieldExplanation::tried`].
+pub const MAX_TRIED: usize = 16;
+
+/// What an event holds at a pattern's field path: the distinctions EventBridge patterns make
+/// (`exists`, `[null]`, leaf values, objects that are never leaves, arrays tried element-wise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoundKind {
+    /// No such field.
+    Missing,
+    /// JSON `null`.
+    Null,
+    /// `true` or `false`.
+    Boolean,
+    /// A number.
+    Number,
+    /// A string.
+    String,
+    /// An object (never a leaf: only `exists: false` can hold on it).
+    Object,
+    /// An array, or several values because an array lies on the path.
+    Array,
+}
+
+impl FoundKind {
+    /// The kind of one JSON value.
+    pub fn of(v: &Value) -> FoundKind {
+        match v {
+            Value::Null => FoundKind::Null,
+            Value::Bool(_) => FoundKind::Boolean,
+            Value::Number(_) => FoundKind::Number,
+            Value::String(_) => FoundKind::String,
+            Value::Object(_) => FoundKind::Object,
+            Value::Array(_) => FoundKind::Array,
+        }
+    }
+
+    /// The lowercase name used in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FoundKind::Missing => "missing",
+            FoundKind::Null => "null",
+            FoundKind::Boolean => "boolean",
+            FoundKind::Number => "number",
+            FoundKind::String => "string",
+            FoundKind::Object => "object",
+            FoundKind::Array => "array",
+        }
+    }
+}
+
+impl FieldExplanation {
+    /// What was found, for people: `string "order.created"`, `missing`, `an object`,
+    /// `array [1, 2] (matched 2)`.
+    pub fn found(&self) -> String {
+        let leaf = |v: &Value| {
+            let text = v.to_string();
+            crate::pipeline::dead_letters::truncate(&text, 80)
+        };
+        match (self.kind, &self.value) {
+            (FoundKind::Missing, _) => "missing".into(),
+            (FoundKind::Object, _) => "an object".into(),
+            (FoundKind::Null, _) => "null".into(),
+            (FoundKind::Array, value) => {
+                let tried: Vec<String> = self.tried.iter().flatten().map(leaf).collect();
+                let mut s = format!("array [{}]", tried.join(", "));
+                if let Some(v) = value {
+                    let verb = if self.matched { "matched" } else { "present" };
+                    s.push_str(&format!(" ({verb} {})", leaf(v)));
+                }
+                s
+            }
+            (kind, Some(v)) => format!("{} {}", kind.as_str(), leaf(v)),
+            (kind, None) => kind.as_str().into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldExplanation {
+    /// `body.amount: wanted numeric [">", 1000], found number 5`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: wanted {}, found {}", self.path, self.operator, self.found())
+    }
+}
+
+/// Evaluate one field on its own: (held?, deciding leaf).
+fn field_alone(f: &FieldRt, flat: &Flat, vals: &[&Value]) -> (bool, Option<Value>) {
     // Leaves are linked newest-first; report in document order.
     let mut leaves: Vec<usize> = flat.at(f.node).collect();
     leaves.reverse();
     for i in leaves {
         let v = vals[i];
-        if f.absent {
-            return (false, v.clone());
-        }
-        first.get_or_insert(v);
-        if f.test(v) {
-            return (true, v.clone());
+        if f.absent || f.test(v) {
+            return (!f.absent, Some(v.clone()));
         }
     }
-    (f.absent, first.cloned().unwrap_or(Value::Null))
+    (f.absent, None)
+}
+
+/// Every value `v` holds at `f`'s path from segment `d` on, arrays on the way expanded (dotted
+/// keys count as nesting, as in matching). `through_array` is set when an array was expanded.
+fn values_at<'v>(f: &FieldRt, v: &'v Value, d: usize, out: &mut Vec<&'v Value>, through_array: &mut bool) {
+    if d == f.segs.len() {
+        out.push(v);
+        return;
+    }
+    match v {
+        Value::Array(items) => {
+            *through_array = true;
+            for e in items {
+                values_at(f, e, d, out, through_array);
+            }
+        }
+        Value::Object(map) => {
+            for (key, next) in f.child_keys(d) {
+                if let Some(child) = map.get(key) {
+                    values_at(f, child, next, out, through_array);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Leaves of `v` in document order (nested arrays flattened, objects skipped).
+fn leaves_of<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|e| leaves_of(e, out)),
+        Value::Object(_) => {}
+        leaf => out.push(leaf),
+    }
+}
+
+/// One field's explanation: whether it held alone, and what the event holds at its path.
+fn explain_field(f: &FieldRt, flat: &Flat, vals: &[&Value], event: &Value, matched: Option<bool>) -> FieldExplanation {
+    let (held, deciding) = field_alone(f, flat, vals);
+    let mut found = Vec::new();
+    let mut through_array = false;
+    values_at(f, event, 0, &mut found, &mut through_array);
+    let kind = match found.as_slice() {
+        [] => FoundKind::Missing,
+        [one] if !through_array => FoundKind::of(one),
+        _ => FoundKind::Array,
+    };
+    let (value, tried) = match kind {
+        FoundKind::Missing | FoundKind::Object => (None, None),
+        FoundKind::Array => {
+            let mut leaves = Vec::new();
+            found.iter().for_each(|v| leaves_of(v, &mut leaves));
+            let tried = leaves.into_iter().take(MAX_TRIED).cloned().collect();
+            (deciding, Some(tried))
+        }
+        _ => (found.first().map(|v| (*v).clone()), None),
+    };
+    FieldExplanation {
+        path: f.path.to_string(),
+        operator: describe(f),
+        matched: matched.unwrap_or(held),
+        kind,
+        value,
+        tried,
+        branch: None,
+    }
 }
 
 fn describe(f: &FieldRt) -> String {
     f.descs.join(" or ")
+}
+
+/// How many fields of the best alternative fail on their own (at least 1 for a pattern that
+/// does not match: fields that hold only in different array elements count as one failure).
+pub(crate) fn failing_fields(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value) -> usize {
+    subs.iter()
+        .map(|s| {
+            if verify(s, flat, vals, event) {
+                return 0;
+            }
+            let alone = s.fields.iter().filter(|f| !field_alone(f, flat, vals).0).count();
+            alone.max(1)
+        })
+        .min()
+        .unwrap_or(usize::MAX)
 }
 
 /// Explain the subpatterns of one pattern against a flattened event.
@@ -78,21 +247,11 @@ pub(crate) fn explain(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value)
         })
     };
     for s in subs {
-        let ok = verify(s, flat, vals, event);
-        if ok {
+        if verify(s, flat, vals, event) {
             let fields = s
                 .fields
                 .iter()
-                .map(|f| {
-                    let (_, value) = field_alone(f, flat, vals);
-                    FieldExplanation {
-                        path: f.path.to_string(),
-                        operator: describe(f),
-                        matched: true,
-                        value: if f.absent { Value::Null } else { value },
-                        branch: None,
-                    }
-                })
+                .map(|f| explain_field(f, flat, vals, event, Some(true)))
                 .collect();
             return Explanation {
                 matched: true,
@@ -107,14 +266,11 @@ pub(crate) fn explain(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value)
     for s in subs {
         let before = fields.len();
         for f in s.fields.iter() {
-            let (held, value) = field_alone(f, flat, vals);
-            if !held {
+            let e = explain_field(f, flat, vals, event, None);
+            if !e.matched {
                 fields.push(FieldExplanation {
-                    path: f.path.to_string(),
-                    operator: describe(f),
-                    matched: false,
-                    value,
                     branch: branch_of(s),
+                    ..e
                 });
             }
         }
@@ -122,13 +278,9 @@ pub(crate) fn explain(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value)
             // Every field holds on its own, but not together: array consistency (or an
             // `exists: false` field that is present next to the chosen leaves).
             for f in s.fields.iter() {
-                let (held, value) = field_alone(f, flat, vals);
                 fields.push(FieldExplanation {
-                    path: f.path.to_string(),
-                    operator: describe(f),
-                    matched: held,
-                    value: if f.absent { Value::Null } else { value },
                     branch: branch_of(s),
+                    ..explain_field(f, flat, vals, event, None)
                 });
             }
             note = Some(
@@ -148,6 +300,7 @@ pub(crate) fn explain(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value)
 
 #[cfg(test)]
 mod tests {
+    use super::FoundKind;
     use crate::rules::pattern::PatternSet;
     use serde_json::{json, Value};
 
@@ -163,7 +316,8 @@ mod tests {
         assert_eq!(e.fields.len(), 1);
         assert_eq!(e.fields[0].path, "body.amount");
         assert_eq!(e.fields[0].operator, "numeric [\">\", 1000]");
-        assert_eq!(e.fields[0].value, json!(5));
+        assert_eq!(e.fields[0].value, Some(json!(5)));
+        assert_eq!(e.fields[0].kind, FoundKind::Number);
         let j = serde_json::to_value(&e).unwrap();
         assert_eq!(j["fields"][0]["matched"], json!(false));
         assert!(j.get("branch").is_none());
@@ -176,7 +330,7 @@ mod tests {
         assert!(e.matched);
         assert_eq!(e.fields.len(), 2);
         assert_eq!(e.fields[1].operator, "equals \"a\" or prefix \"x\"");
-        assert_eq!(e.fields[1].value, json!("xyz"));
+        assert_eq!(e.fields[1].value, Some(json!("xyz")));
         assert_eq!(e.fields[0].operator, "exists false");
     }
 
@@ -190,9 +344,10 @@ mod tests {
         assert!(!e.matched);
         assert_eq!(e.fields.len(), 2);
         assert_eq!(e.fields[0].branch.as_deref(), Some("$or[0]"));
-        assert_eq!(e.fields[0].value, json!(3));
+        assert_eq!(e.fields[0].value, Some(json!(3)));
         assert_eq!(e.fields[1].branch.as_deref(), Some("$or[1]"));
-        assert_eq!(e.fields[1].value, json!(null));
+        assert_eq!(e.fields[1].kind, FoundKind::Missing);
+        assert_eq!(e.fields[1].value, None);
     }
 
     #[test]
@@ -209,6 +364,66 @@ mod tests {
         let s = one(json!({"a": [{"exists": false}]}));
         let e = s.explain(0, &json!({"a": "here"}));
         assert!(!e.matched);
-        assert_eq!(e.fields[0].value, json!("here"));
+        assert_eq!(e.fields[0].value, Some(json!("here")));
+    }
+
+    /// The distinctions patterns make are the distinctions explanations report.
+    #[test]
+    fn says_what_was_found_missing_null_object_array_or_leaf() {
+        let s = one(json!({"body": {"customer": ["c-1"]}}));
+        let found = |event: Value| {
+            let e = s.explain(0, &json!({ "body": event }));
+            let f = e.fields[0].clone();
+            (f.kind, f.value, f.tried, e.fields[0].to_string())
+        };
+        assert_eq!(found(json!({})).0, FoundKind::Missing);
+        assert_eq!(found(json!({})).1, None);
+        assert_eq!(found(json!({"customer": null})).0, FoundKind::Null);
+        assert_eq!(found(json!({"customer": null})).1, Some(Value::Null));
+        let (kind, value, _, text) = found(json!({"customer": {"id": "c-1"}}));
+        assert_eq!((kind, value), (FoundKind::Object, None));
+        assert_eq!(text, "body.customer: wanted equals \"c-1\", found an object");
+        assert_eq!(found(json!({"customer": true})).0, FoundKind::Boolean);
+        assert_eq!(found(json!({"customer": 7})).0, FoundKind::Number);
+        let (kind, value, tried, text) = found(json!({"customer": "c-2"}));
+        assert_eq!((kind, value, tried), (FoundKind::String, Some(json!("c-2")), None));
+        assert_eq!(text, "body.customer: wanted equals \"c-1\", found string \"c-2\"");
+        let (kind, value, tried, _) = found(json!({"customer": ["c-3", {"x": 1}, ["c-4"], null]}));
+        assert_eq!(kind, FoundKind::Array);
+        assert_eq!(value, None, "no element decided");
+        assert_eq!(tried, Some(vec![json!("c-3"), json!("c-4"), Value::Null]));
+        let (_, value, _, text) = found(json!({"customer": ["c-3", "c-1"]}));
+        assert_eq!(value, Some(json!("c-1")));
+        assert!(
+            text.ends_with("found array [\"c-3\", \"c-1\"] (matched \"c-1\")"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_array_on_the_path_makes_the_field_an_array() {
+        let s = one(json!({"items": {"sku": ["b"]}}));
+        let e = s.explain(0, &json!({"items": [{"sku": "a"}, {"sku": "b"}, {"other": 1}]}));
+        assert!(e.matched);
+        assert_eq!(e.fields[0].kind, FoundKind::Array);
+        assert_eq!(e.fields[0].tried, Some(vec![json!("a"), json!("b")]));
+        assert_eq!(e.fields[0].value, Some(json!("b")));
+        // One element alone is still an array on the path.
+        let e = s.explain(0, &json!({"items": [{"sku": "a"}]}));
+        assert_eq!(e.fields[0].kind, FoundKind::Array);
+        // Dotted keys are nesting, as in matching.
+        let e = s.explain(0, &json!({"items.sku": "b"}));
+        assert_eq!((e.matched, e.fields[0].kind), (true, FoundKind::String));
+    }
+
+    #[test]
+    fn an_object_satisfies_exists_false_and_says_so() {
+        let s = one(json!({"a": [{"exists": false}]}));
+        let e = s.explain(0, &json!({"a": {"b": 1}}));
+        assert!(e.matched);
+        assert_eq!(e.fields[0].kind, FoundKind::Object);
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["fields"][0]["kind"], "object");
+        assert!(j["fields"][0].get("value").is_none(), "no value for an object: {j}");
     }
 }

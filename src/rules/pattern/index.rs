@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::rules::pattern::anchors::Anchors;
 use crate::rules::pattern::compile::{compile_pattern, PatternError, SubPatternDef};
-use crate::rules::pattern::explain::{explain, Explanation};
+use crate::rules::pattern::explain::{explain, failing_fields, Explanation};
 use crate::rules::pattern::flatten::{flatten, Flat, PathTrie, PathTrieBuilder};
 use crate::rules::pattern::verify::{verify, FieldRt, Sub};
 
@@ -255,6 +255,60 @@ impl PatternSet {
         let mut vals = Vec::new();
         flatten(&self.trie, event, &mut flat, &mut vals, &mut Vec::new());
         explain(&self.subs[a as usize..b as usize], &flat, &vals, event)
+    }
+
+    /// Pattern `id` in short form for people: its fields joined by `and`, `$or` alternatives
+    /// in parentheses joined by `or`, e.g. `body.type equals "order.created" and body.amount
+    /// numeric [">", 1000]`.
+    ///
+    /// # Panics
+    /// If `id >= self.len()`.
+    pub fn describe(&self, id: usize) -> String {
+        let (a, b) = self.rule_subs[id];
+        let subs = &self.subs[a as usize..b as usize];
+        let conjunction = |s: &Sub| -> String {
+            if s.fields.is_empty() {
+                return "any event".into();
+            }
+            let fields: Vec<String> = s
+                .fields
+                .iter()
+                .map(|f| format!("{} {}", f.path, f.descs.join(" or ")))
+                .collect();
+            fields.join(" and ")
+        };
+        match subs {
+            [one] => conjunction(one),
+            many => many
+                .iter()
+                .map(|s| format!("({})", conjunction(s)))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+
+    /// For humans, when `event` matched no pattern: the (at most `k`) patterns with the fewest
+    /// failing fields, nearest first (ties in id order), each with its explanation. The event
+    /// is flattened once for all patterns.
+    pub fn nearest(&self, event: &Value, k: usize) -> Vec<(usize, Explanation)> {
+        let mut flat = Flat::default();
+        flat.reset(&self.trie);
+        let mut vals = Vec::new();
+        flatten(&self.trie, event, &mut flat, &mut vals, &mut Vec::new());
+        let subs_of = |id: usize| {
+            let (a, b) = self.rule_subs[id];
+            &self.subs[a as usize..b as usize]
+        };
+        let mut ranked: Vec<(usize, usize)> = (0..self.len())
+            .map(|id| (failing_fields(subs_of(id), &flat, &vals, event), id))
+            .filter(|&(failing, _)| failing > 0)
+            .collect();
+        ranked.sort_unstable();
+        ranked
+            .into_iter()
+            .take(k)
+            .map(|(_, id)| (id, explain(subs_of(id), &flat, &vals, event)))
+            .collect()
     }
 }
 

@@ -41,5 +41,5 @@ mod verify;
 
 pub use anchors::MAX_FILTERS;
 pub use compile::{PatternError, MAX_DEPTH, MAX_FIELDS, MAX_PATH_PARTS, MAX_SUBPATTERNS};
-pub use explain::{Explanation, FieldExplanation};
+pub use explain::{Explanation, FieldExplanation, FoundKind, MAX_TRIED};
 pub use index::{MatchScratch, PatternSet, MAX_TOTAL_SUBPATTERNS};

@@ -61,7 +61,7 @@ impl FieldRt {
 
     /// The event keys that can continue this path from segment `d`: segment `d` alone, or joined
     /// with the following ones by dots (event-ruler treats `"a.b"` keys like nested objects).
-    fn child_keys(&self, d: usize) -> impl Iterator<Item = (&str, usize)> + '_ {
+    pub(crate) fn child_keys(&self, d: usize) -> impl Iterator<Item = (&str, usize)> + '_ {
         let start = self.segs.get(d).map_or(0, |s| s.0 as usize);
         (d + 1..=self.segs.len()).map(move |j| (&self.path[start..self.segs[j - 1].1 as usize], j))
     }

@@ -3,17 +3,25 @@
 //!
 //! Each input line is an event body (a line that is not JSON is a string body, as in the
 //! worker). With `envelope`, each line is `{"body": …, "attributes": {…}}` (optionally
-//! `delivery_attempt`), and the pattern sees that envelope. Output is one JSON line per event:
+//! `delivery_attempt`), and the pattern sees that envelope.
+//!
+//! [`Format::Human`] prints a short report per event (outcome, and per rule the field that
+//! decided, with what the pattern wanted and what the event had) and a summary; `human` renders
+//! it. [`Format::Json`] prints one [`Line`] per event for scripts:
 //! `{"event": <index from 0>, "matched": ["rule", …], "outcome": "ack|forward|drop|dead_letter|retry", …}`.
+
+mod human;
 
 use std::io::{BufRead, Write};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use veltrix_queue::{Attributes, SourceInfo};
 
 use crate::config::Config;
 use crate::rules::envelope;
-use crate::rules::plan::{Disposition, ForwardBody, Plan};
+use crate::rules::pattern::Explanation;
+use crate::rules::plan::{Disposition, ForwardBody, Outcome, Plan, Reason};
 use crate::sandbox::RunTransforms;
 
 /// Options of `veltrix test`.
@@ -21,8 +29,23 @@ use crate::sandbox::RunTransforms;
 pub struct TestOptions {
     /// Lines are envelopes, not bodies.
     pub envelope: bool,
-    /// Add, per rule, which field and operator decided.
+    /// Explain every field of every rule (JSON: an `explain` list per event).
     pub explain: bool,
+    /// How reports are written.
+    pub format: Format,
+}
+
+/// How `veltrix test` writes its reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line, for scripts.
+    #[default]
+    Json,
+    /// A short report per event for people, with ANSI colours when `color`.
+    Human {
+        /// Colour the output (stdout is a terminal and `NO_COLOR` is unset).
+        color: bool,
+    },
 }
 
 /// What a test run saw.
@@ -88,8 +111,8 @@ fn parse_envelope_line(line: &str) -> Result<EnvelopeLine, String> {
     })
 }
 
-/// Evaluates every line of `input` and writes one JSON line per event to `out`; transforms
-/// run with `transforms` (the sandbox, as in the worker).
+/// Evaluates every line of `input` and writes one report per event to `out` (see
+/// [`Format`]); transforms run with `transforms` (the sandbox, as in the worker).
 pub fn run_tests(
     config: &Config,
     input: impl BufRead,
@@ -101,25 +124,28 @@ pub fn run_tests(
         kind: config.source.kind(),
         name: config.source.name(),
     };
+    // People get each rule's deciding field, so the explanations are always computed for them.
+    let explain = options.explain || matches!(options.format, Format::Human { .. });
     let mut counts = TestCounts::default();
+    let mut tally = human::Tally::default();
     for (index, line) in input.split(b'\n').enumerate() {
         let line = line?;
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        let record = if options.envelope {
+        let report = if options.envelope {
             let parsed = std::str::from_utf8(line)
                 .map_err(|e| format!("line is not UTF-8: {e}"))
                 .and_then(parse_envelope_line);
             match parsed {
                 Err(error) => {
                     counts.invalid_lines += 1;
-                    json!({"event": index, "error": error})
+                    Line::Invalid { event: index, error }
                 }
                 Ok(e) => {
                     counts.events += 1;
                     let env = envelope::build(e.body, &e.attributes, &info, e.delivery_attempt);
                     let mut plan = config.rules.plan(&env, e.delivery_attempt);
                     finish(config, &mut plan, transforms);
-                    record_for(config, index, &plan, options.explain.then_some(&env))
+                    Line::Report(report_for(config, index, &plan, &env, explain))
                 }
             }
         } else {
@@ -127,14 +153,26 @@ pub fn run_tests(
             counts.events += 1;
             let mut plan = config.rules.plan_message(line, &Attributes::new(), &info, 1);
             finish(config, &mut plan, transforms);
-            let env = options.explain.then(|| {
-                let body = envelope::decode_body(line).unwrap_or(Value::Null);
-                envelope::build(body, &Attributes::new(), &info, 1)
-            });
-            record_for(config, index, &plan, env.as_ref())
+            // The envelope the patterns saw: a body that is not JSON is a string, as in the worker.
+            let body = envelope::decode_body(line)
+                .or_else(|_| std::str::from_utf8(line).map(|t| Value::String(t.to_string())))
+                .unwrap_or(Value::Null);
+            let env = envelope::build(body, &Attributes::new(), &info, 1);
+            Line::Report(report_for(config, index, &plan, &env, explain))
         };
-        serde_json::to_writer(&mut out, &record).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
+        match options.format {
+            Format::Json => {
+                serde_json::to_writer(&mut out, &report).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+            }
+            Format::Human { color } => {
+                tally.add(&report);
+                out.write_all(human::render(&report, options.explain, color).as_bytes())?;
+            }
+        }
+    }
+    if let Format::Human { color } = options.format {
+        out.write_all(tally.render(color).as_bytes())?;
     }
     out.flush()?;
     Ok(counts)
@@ -150,64 +188,125 @@ fn finish(config: &Config, plan: &mut Plan, transforms: &dyn RunTransforms) {
     }
 }
 
-fn record_for(config: &Config, index: usize, plan: &Plan, explain: Option<&Value>) -> Value {
-    let mut record = describe(config, index, plan);
-    if let Some(env) = explain {
-        let explained: Vec<Value> = config
-            .rules
-            .rules()
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                let mut v = serde_json::to_value(config.rules.explain(i, env)).unwrap_or(Value::Null);
-                if let Value::Object(m) = &mut v {
-                    m.insert("rule".into(), Value::String(rule.name.clone()));
-                }
-                v
-            })
-            .collect();
-        record["explain"] = Value::Array(explained);
-    }
-    record
+/// One output line: an event's report, or why its input line could not be read.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Line {
+    /// The event was evaluated.
+    Report(Report),
+    /// The line was not a valid envelope.
+    Invalid {
+        /// Line index, from 0.
+        event: usize,
+        /// What was wrong with it.
+        error: String,
+    },
 }
 
-fn describe(config: &Config, index: usize, plan: &Plan) -> Value {
-    let names = config.rules.rules();
-    let mut record = Map::new();
-    record.insert("event".into(), json!(index));
-    record.insert(
-        "matched".into(),
-        json!(plan.matched.iter().map(|&i| names[i].name.as_str()).collect::<Vec<_>>()),
-    );
-    record.insert("outcome".into(), json!(plan.outcome().as_str()));
-    if !plan.forwards.is_empty() {
-        let forwards: Vec<Value> = plan
-            .forwards
-            .iter()
-            .map(|f| {
-                let mut v = json!({"rule": names[f.rule].name, "target": config.targets[f.target].name});
-                if let ForwardBody::Transformed(bytes) = &f.body {
-                    v["body"] = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-                }
-                v
-            })
-            .collect();
-        record.insert("forward".into(), Value::Array(forwards));
+/// What `veltrix test` says of one event (its JSON shape is the `--format json` line).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Line index, from 0.
+    pub event: usize,
+    /// Names of the matching rules, in file order.
+    pub matched: Vec<String>,
+    /// `ack`, `forward`, `drop`, `dead_letter` or `retry`.
+    pub outcome: &'static str,
+    /// Each forward: rule, target and, for transforms, the body sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<ForwardReport>,
+    /// For dead letters: `veltrix.reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For dead letters: the rule that decided, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For dead letters: `veltrix.error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The dead letter comes from a rule's `dead_letter` action (its error says no more than
+    /// the reason).
+    #[serde(skip)]
+    pub by_action: bool,
+    /// With `--explain`: every rule, in file order, with why it did or did not match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Vec<RuleExplanation>>,
+    /// For events no rule matched: the rules with the fewest failing fields, nearest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<RuleExplanation>,
+}
+
+/// One forward of a [`Report`].
+#[derive(Debug, Serialize)]
+pub struct ForwardReport {
+    /// The rule.
+    pub rule: String,
+    /// The target.
+    pub target: String,
+    /// The transform's output (absent when the body is sent unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// A rule's name with its [`Explanation`].
+#[derive(Debug, Serialize)]
+pub struct RuleExplanation {
+    /// The rule.
+    pub rule: String,
+    /// Why it did or did not match.
+    #[serde(flatten)]
+    pub explanation: Explanation,
+}
+
+fn report_for(config: &Config, index: usize, plan: &Plan, env: &Value, explain: bool) -> Report {
+    let rules = config.rules.rules();
+    let named = |(i, explanation): (usize, Explanation)| RuleExplanation {
+        rule: rules[i].name.clone(),
+        explanation,
+    };
+    let forward = plan
+        .forwards
+        .iter()
+        .map(|f| ForwardReport {
+            rule: rules[f.rule].name.clone(),
+            target: config.targets[f.target].name.clone(),
+            body: match &f.body {
+                ForwardBody::Transformed(bytes) => Some(serde_json::from_slice(bytes).unwrap_or(Value::Null)),
+                _ => None,
+            },
+        })
+        .collect();
+    let dead_letter = match &plan.disposition {
+        Disposition::DeadLetter(dl) => Some(dl),
+        _ => None,
+    };
+    Report {
+        event: index,
+        matched: plan.matched.iter().map(|&i| rules[i].name.clone()).collect(),
+        outcome: plan.outcome().as_str(),
+        forward,
+        reason: dead_letter.map(|dl| dl.reason.to_string()),
+        rule: dead_letter.and_then(|dl| dl.rule.clone()),
+        error: dead_letter.map(|dl| dl.error.clone()),
+        by_action: dead_letter.is_some_and(|dl| matches!(dl.reason, Reason::Rule(_))),
+        explain: explain.then(|| {
+            (0..rules.len())
+                .map(|i| named((i, config.rules.explain(i, env))))
+                .collect()
+        }),
+        nearest: if plan.matched.is_empty() && plan.outcome() != Outcome::Retry {
+            config.rules.nearest(env).into_iter().map(named).collect()
+        } else {
+            Vec::new()
+        },
     }
-    if let Disposition::DeadLetter(dl) = &plan.disposition {
-        record.insert("reason".into(), json!(dl.reason.to_string()));
-        if let Some(rule) = &dl.rule {
-            record.insert("rule".into(), json!(rule));
-        }
-        record.insert("error".into(), json!(dl.error));
-    }
-    Value::Object(record)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sandbox::InProcess;
+    use serde_json::json;
     use std::path::Path;
 
     fn config() -> Config {
@@ -258,7 +357,7 @@ actions = [{ type = "drop" }]
             "{\"body\": {}, \"attributes\": {\"tier\": \"gold\"}}\n{\"nobody\": 1}\n",
             TestOptions {
                 envelope: true,
-                explain: false,
+                ..TestOptions::default()
             },
         );
         assert_eq!(lines[0]["matched"], json!(["vip"]));
@@ -293,8 +392,8 @@ actions = [{ type = "drop" }]
         let lines = run(
             "{\"type\":\"order\"}\n",
             TestOptions {
-                envelope: false,
                 explain: true,
+                ..TestOptions::default()
             },
         );
         let explain = lines[0]["explain"].as_array().unwrap();
