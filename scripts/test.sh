@@ -10,9 +10,11 @@
 #    the worker image with deploy/build-image.sh, for tests/container.rs;
 # 4. installs the pinned linters tests/deploy.rs runs on deploy/ and terraform/ (checkov and
 #    kubernetes-validate from PyPI, the KEDA CRD models from npm: deploy/tools/install.sh);
-# 5. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
+# 5. installs Debian's chromium and the pinned playwright-core (tests/browser/install.sh) for the
+#    rule playground's browser test in tests/cli.rs;
+# 6. runs the whole workspace test suite (the EventBridge conformance vectors, kept in
 #    tests/data/, run against the matcher and through the binary in tests/pattern_conformance.rs);
-# 6. runs the benchmarks in their short smoke mode, so they keep building and their own checks
+# 7. runs the benchmarks in their short smoke mode, so they keep building and their own checks
 #    (the matcher agreeing with quamina on every event, the router mix arriving whole) run;
 #    the router races the pinned sqs-consumer peer, installed first by benches/peers/install.sh.
 set -euo pipefail
@@ -54,6 +56,9 @@ export VELTRIX_IMAGE
 
 stage "deploy linters (checkov, kubernetes-validate, KEDA CRD schemas)"
 deploy/tools/install.sh
+
+stage "browser test tools (Debian chromium, playwright-core)"
+tests/browser/install.sh
 
 stage "workspace tests"
 cargo test --release --locked --workspace

@@ -25,7 +25,8 @@
 //!   [`pipeline::circuit`], [`pipeline::rate_limit`], [`pipeline::backoff`].
 //! - [`targets`]: opening configured targets, batching publishes, and the guard that wires the
 //!   policies in front of each target.
-//! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test`; [`shutdown`]: signals.
+//! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test` (and its explanations for
+//!   people); [`playground`]: `veltrix playground`, the rule playground page; [`shutdown`]: signals.
 //! - [`sandbox`]: transforms run in separate processes with time, size and memory budgets.
 //! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix;
 //!   [`preflight`]: `veltrix check --preflight`, the real queues compared with the config.
@@ -33,6 +34,7 @@
 pub mod config;
 pub mod observe;
 pub mod pipeline;
+pub mod playground;
 pub mod preflight;
 pub mod replay;
 pub mod rules;

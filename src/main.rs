@@ -83,6 +83,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
         format: ReportFormat,
     },
+    /// Serve a local page to edit the rules and see, as you type, each rule's verdict, the
+    /// transform's output and the outcome; connects to no queue or target.
+    Playground {
+        /// Config file (.toml or .json).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Where to serve the page.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Events to pick from, one per line.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
     /// Dead-letter tools.
     Dlq {
         #[command(subcommand)]
@@ -223,6 +236,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Playground { config, addr, events } => {
+            init_logs(cli.log_format, "warn");
+            match playground(&config, addr, events.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Dlq {
             command:
                 DlqCommand::Replay {
@@ -295,6 +318,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn playground(config: &Path, addr: std::net::SocketAddr, events: Option<&Path>) -> anyhow::Result<()> {
+    let playground = veltrix::playground::Playground::open(config, events).with_context(|| {
+        format!(
+            "cannot read {}",
+            events.map_or(config.display().to_string(), |e| format!(
+                "{} or {}",
+                config.display(),
+                e.display()
+            ))
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (shutdown, _abort) = veltrix::shutdown::signals();
+        veltrix::playground::serve(std::sync::Arc::new(playground), addr, shutdown)
+            .await
+            .with_context(|| format!("cannot serve the playground on {addr}"))
+    })
 }
 
 /// Whether `e` is a write to a closed pipe.

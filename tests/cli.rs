@@ -501,3 +501,189 @@ fn json_logs_are_one_named_event_per_line_without_bodies() {
         );
     }
 }
+
+/// A running `veltrix playground` on a free loopback port, stopped on drop.
+struct PlaygroundProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PlaygroundProcess {
+    fn start(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_veltrix"))
+            .args(["playground", "--addr", "127.0.0.1:0", "-c"])
+            .arg(dir.join("quickstart.toml"))
+            .arg("--events")
+            .arg(dir.join("events.jsonl"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // The first line names the address; the read ends when the process does.
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string();
+        PlaygroundProcess { child, url }
+    }
+
+    /// POSTs `body` to /api/evaluate: (status, answer).
+    fn evaluate(&self, body: &Value) -> (u16, Value) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let resp = reqwest::Client::new()
+                .post(format!("{}api/evaluate", self.url))
+                .json(body)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .expect("the playground answers");
+            (resp.status().as_u16(), resp.json().await.expect("a JSON answer"))
+        })
+    }
+}
+
+impl Drop for PlaygroundProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `POST /api/evaluate` answers what `veltrix test --format json --explain` prints, with the
+/// kinds that tell missing, null, objects and arrays apart; config errors come with their place.
+#[test]
+fn playground_api_explains_missing_null_object_and_array_fields() {
+    let dir = quickstart_copy();
+    let playground = PlaygroundProcess::start(dir.path());
+    let config = std::fs::read_to_string(dir.path().join("quickstart.toml")).unwrap();
+    let events = serde_json::json!([
+        {"type": "order.created", "id": "o-1"},
+        {"type": "order.created", "customer": null},
+        {"type": "order.created", "customer": {"id": "c-1"}},
+        {"type": ["payment.refunded", "x"], "currency": "EUR"}
+    ]);
+    let (status, answer) =
+        playground.evaluate(&serde_json::json!({"config": config, "events": events, "envelope": false}));
+    assert_eq!(status, 200, "{answer}");
+    let field = |event: usize, rule: &str, path: &str| -> Value {
+        let rules = answer[event]["explain"].as_array().expect("every rule is explained");
+        let r = rules.iter().find(|r| r["rule"] == rule).expect("rule explained");
+        r["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {path} in {r}"))
+    };
+    let customer = |event| field(event, "orders-without-customer", "body.customer");
+    assert_eq!(customer(0)["kind"], "missing");
+    assert!(customer(0).get("value").is_none());
+    assert_eq!(
+        (customer(1)["kind"].clone(), customer(1)["value"].clone()),
+        ("null".into(), Value::Null)
+    );
+    assert_eq!(customer(1)["matched"], true);
+    assert_eq!(customer(2)["kind"], "object");
+    assert_eq!(customer(2)["matched"], false);
+    let payment_type = field(3, "payments", "body.type");
+    assert_eq!(payment_type["kind"], "array");
+    assert_eq!(payment_type["tried"], serde_json::json!(["payment.refunded", "x"]));
+    assert_eq!(payment_type["value"], "payment.refunded");
+    assert_eq!(answer[1]["matched"], serde_json::json!(["orders-without-customer"]));
+    assert_eq!(answer[1]["outcome"], "dead_letter");
+    assert_eq!(answer[3]["outcome"], "forward");
+    // The verdicts agree with the matches.
+    for report in answer.as_array().unwrap() {
+        for r in report["explain"].as_array().unwrap() {
+            let applied = report["matched"].as_array().unwrap().contains(&r["rule"]);
+            if applied {
+                assert_eq!(r["matched"], true, "{report}");
+            }
+        }
+    }
+    // A config error: its line and column, and the message with the fix.
+    let broken = config.replace("target = \"payments\"", "target = \"paymnets\"");
+    let line = broken.lines().position(|l| l.contains("paymnets")).unwrap() + 1;
+    let (status, answer) = playground.evaluate(&serde_json::json!({"config": broken, "events": []}));
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"]["line"], line, "{answer}");
+    assert!(answer["error"]["column"].as_u64().unwrap() > 1, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `payments`?"),
+        "{answer}"
+    );
+    assert!(!dir.path().join("out").exists(), "the playground writes to no target");
+}
+
+/// The playground page in Debian's headless Chromium (tests/browser/playground.mjs, installed
+/// by tests/browser/install.sh): type an event, see the matching rule and its clause.
+#[test]
+fn playground_page_shows_verdicts_in_headless_chromium() {
+    let browser = repo().join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run tests/browser/install.sh (scripts/test.sh does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is missing: run tests/browser/install.sh (apt-get install chromium)"
+    );
+    let dir = quickstart_copy();
+    let playground = PlaygroundProcess::start(dir.path());
+    let screenshot = dir.path().join("playground.png");
+    let out = Command::new("node")
+        .arg(browser.join("playground.mjs"))
+        .arg(&playground.url)
+        .arg(&screenshot)
+        .output()
+        .expect("node runs (Node.js is needed for the browser test)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("the driver prints what it saw");
+    assert_eq!(seen["events_offered"], 14, "{seen}");
+    assert!(seen["outcome"].as_str().unwrap().starts_with("forward"), "{seen}");
+    assert_eq!(
+        seen["large_orders_clause"],
+        r#"✓ body.amount: wanted numeric [">", 1000], found number 2500"#
+    );
+    assert_eq!(
+        seen["payments_clause"],
+        r#"✗ body.type: wanted prefix "payment.", found string "order.created""#
+    );
+    let transformed: Value = serde_json::from_str(seen["transform_output"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        transformed,
+        serde_json::json!({"amount": 2500, "customer": "c-9", "id": "o-7"})
+    );
+    assert_eq!(seen["null_clause"], "✓ body.customer: wanted equals null, found null");
+    assert_eq!(seen["error_line"], seen["broken_line"], "{seen}");
+    assert!(
+        seen["error"].as_str().unwrap().contains("unknown target `paymnets`"),
+        "{seen}"
+    );
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(
+        seen["foreign_requests"],
+        serde_json::json!([]),
+        "nothing leaves the page: {seen}"
+    );
+    let png = std::fs::read(&screenshot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+}

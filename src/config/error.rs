@@ -108,18 +108,26 @@ impl fmt::Display for DiagnosticInFile<'_> {
         if let Some(pos) = self.d.position {
             write!(f, ":{}:{}", pos.line, pos.column)?;
         }
-        f.write_str(": ")?;
-        if let Some(field) = &self.d.field {
-            write!(f, "field `{field}`: ")?;
+        write!(f, ": {}", self.d.describe())
+    }
+}
+
+impl Diagnostic {
+    /// The problem without its file and position: `field `F`: MESSAGE` plus `allowed:` and
+    /// `help:` lines.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        if let Some(field) = &self.field {
+            out.push_str(&format!("field `{field}`: "));
         }
-        f.write_str(&self.d.message)?;
-        if let Some(allowed) = &self.d.allowed {
-            write!(f, "\n    allowed: {allowed}")?;
+        out.push_str(&self.message);
+        if let Some(allowed) = &self.allowed {
+            out.push_str(&format!("\n    allowed: {allowed}"));
         }
-        if let Some(hint) = &self.d.hint {
-            write!(f, "\n    help: {hint}")?;
+        if let Some(hint) = &self.hint {
+            out.push_str(&format!("\n    help: {hint}"));
         }
-        Ok(())
+        out
     }
 }
 
