@@ -13,6 +13,10 @@ use veltrix_pubsub::Connection;
 
 use crate::config::{Config, SourceConfig, TargetKind};
 
+/// The fix of a queue, subscription or topic that cannot be read: its error starts with the
+/// cause and what to change (credentials, endpoint, name, account, region, permissions).
+const UNREADABLE_FIX: &str = "change what the error names, then rerun `veltrix check --preflight`";
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -125,7 +129,7 @@ pub async fn preflight(config: &Config) -> Report {
                 Err(e) => report.error(
                     "source",
                     format!("cannot read the SQS queue {queue_url}: {e}"),
-                    "create the queue (terraform apply) or fix `source.queue_url`, and check the credentials",
+                    UNREADABLE_FIX,
                 ),
                 Ok(q) => {
                     report.checked.push(format!("source queue {queue_url}"));
@@ -181,7 +185,7 @@ pub async fn preflight(config: &Config) -> Report {
                 Err(e) => report.error(
                     "source",
                     format!("cannot read the Pub/Sub subscription: {e}"),
-                    "create the subscription (terraform apply) or fix `source.subscription`",
+                    UNREADABLE_FIX,
                 ),
                 Ok(None) => report.warn(
                     "source",
@@ -247,7 +251,7 @@ pub async fn preflight(config: &Config) -> Report {
                     Err(e) => report.error(
                         &subject,
                         format!("cannot read the SQS queue {queue_url}: {e}"),
-                        "create the queue (terraform apply) or fix its queue_url",
+                        UNREADABLE_FIX,
                     ),
                 }
             }
@@ -259,11 +263,7 @@ pub async fn preflight(config: &Config) -> Report {
                         format!("the credentials may not read topic {topic}, so its existence is unchecked"),
                         "grant roles/pubsub.viewer on the topic, or check it by hand",
                     ),
-                    Err(e) => report.error(
-                        &subject,
-                        format!("cannot read the Pub/Sub topic: {e}"),
-                        "create the topic (terraform apply) or fix its topic name",
-                    ),
+                    Err(e) => report.error(&subject, format!("cannot read the Pub/Sub topic: {e}"), UNREADABLE_FIX),
                 }
             }
             TargetKind::File { .. } | TargetKind::Stdout | TargetKind::Http { .. } => {}

@@ -331,7 +331,8 @@ async fn missing_queue_and_unreachable_endpoint_give_readable_errors() {
         err.message.contains("NonExistentQueue") || err.message.contains("QueueDoesNotExist"),
         "{err}"
     );
-    assert!(err.message.contains("check `queue_url`"), "{err}");
+    assert!(err.message.starts_with("no queue `"), "the cause comes first: {err}");
+    assert!(err.message.contains("check the queue URL's account and name"), "{err}");
 
     let options = veltrix_sqs::ConnectOptions {
         endpoint_url: Some("http://127.0.0.1:1".into()),
@@ -351,7 +352,8 @@ async fn missing_queue_and_unreachable_endpoint_give_readable_errors() {
     .expect("nothing listens on port 1");
     assert_eq!(err.class, ErrorClass::Transient, "{err}");
     assert!(
-        err.message.contains("is LocalStack running on http://127.0.0.1:1?"),
+        err.message
+            .starts_with("cannot reach http://127.0.0.1:1 (connection refused): is LocalStack running?"),
         "{err}"
     );
     assert!(
@@ -670,4 +672,265 @@ async fn preflight_passes_on_matching_queues_and_explains_each_mismatch() {
     for url in [&good, &low, &fifo, &dlq] {
         localstack::delete_queue(&client, url).await;
     }
+}
+
+/// One misconfiguration for [`misconfigurations_name_their_real_cause_on_the_first_line`].
+struct Misconfig {
+    name: &'static str,
+    /// The `[source]` table (the dead-letter target is a file).
+    source: String,
+    /// Extra tables (targets).
+    extra: String,
+    /// Environment on top of the base (test credentials, no instance metadata, loopback only).
+    env: Vec<(&'static str, String)>,
+    /// Base variables to leave out.
+    remove: &'static [&'static str],
+    /// `check` alone (no connection) instead of `check --preflight`.
+    offline: bool,
+    /// What the first error line says, in parts.
+    first_line: Vec<String>,
+}
+
+/// Creates a topic, and a subscription to it, on the Pub/Sub emulator (REST).
+async fn emulator_topic_and_subscription(project: &str, topic: &str, subscription: &str) {
+    let http = reqwest::Client::new();
+    let base = "http://127.0.0.1:8085/v1";
+    let put = |url: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .put(url)
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("the Pub/Sub emulator runs on 127.0.0.1:8085 (scripts/test.sh starts it)");
+            assert!(resp.status().is_success(), "emulator: {}", resp.status());
+        }
+    };
+    put(
+        format!("{base}/projects/{project}/topics/{topic}"),
+        serde_json::json!({}),
+    )
+    .await;
+    put(
+        format!("{base}/projects/{project}/subscriptions/{subscription}"),
+        serde_json::json!({"topic": format!("projects/{project}/topics/{topic}")}),
+    )
+    .await;
+}
+
+/// The errors of a dozen misconfigurations, as a new user meets them: the first error line names
+/// the real cause and the fix. Against LocalStack and the Pub/Sub emulator; no test reaches the
+/// instance metadata address (IMDS is disabled or pointed at a closed loopback port, and
+/// Google's metadata server at a closed loopback port).
+#[tokio::test]
+async fn misconfigurations_name_their_real_cause_on_the_first_line() {
+    let client = localstack::client();
+    let queue = localstack::create_queue(&client, "misconfig", false, &[]).await;
+    let queue_name = queue.rsplit('/').next().unwrap().to_string();
+    let project = "veltrix-misconfig";
+    let suffix = localstack::unique_name("m", false);
+    let (topic, subscription) = (format!("t-{suffix}"), format!("s-{suffix}"));
+    emulator_topic_and_subscription(project, &topic, &subscription).await;
+    let sqs = |url: &str, endpoint: &str| {
+        format!("[source]\ntype = \"sqs\"\nqueue_url = \"{url}\"\nendpoint_url = \"{endpoint}\"\n")
+    };
+    let pubsub = |sub: &str, endpoint: &str| {
+        format!("[source]\ntype = \"pubsub\"\nsubscription = \"projects/{project}/subscriptions/{sub}\"\nendpoint = \"{endpoint}\"\n")
+    };
+    let emulator = "http://127.0.0.1:8085";
+    let missing = format!("missing-{suffix}");
+    let cases = vec![
+        Misconfig {
+            name: "no AWS credentials",
+            source: sqs(&queue, ENDPOINT),
+            extra: String::new(),
+            env: vec![],
+            remove: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+            offline: false,
+            first_line: vec![
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (LocalStack accepts `test`/`test`)".into(),
+            ],
+        },
+        Misconfig {
+            name: "instance metadata unavailable",
+            source: sqs(&queue, ENDPOINT),
+            extra: String::new(),
+            // IMDS is enabled but points at a closed port on loopback.
+            env: vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9".into())],
+            remove: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"],
+            offline: false,
+            first_line: vec![
+                "no AWS credentials, and the instance metadata service (IMDS) did not answer".into(),
+                "AWS_EC2_METADATA_DISABLED=true".into(),
+            ],
+        },
+        Misconfig {
+            name: "wrong region",
+            source: sqs(&queue, ENDPOINT),
+            extra: String::new(),
+            env: vec![("AWS_REGION", "eu-west-1".into())],
+            remove: &[],
+            offline: false,
+            first_line: vec![format!("no queue `{queue_name}` in account 000000000000 and region eu-west-1")],
+        },
+        Misconfig {
+            name: "queue URL of another account",
+            source: sqs(&format!("{ENDPOINT}/111111111111/{queue_name}"), ENDPOINT),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec![
+                format!("no queue `{queue_name}` in account 111111111111"),
+                "LocalStack's `test` credentials are account 000000000000".into(),
+            ],
+        },
+        Misconfig {
+            name: "endpoint down",
+            source: sqs(&queue, "http://127.0.0.1:1"),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec!["cannot reach http://127.0.0.1:1 (connection refused): is LocalStack running?".into()],
+        },
+        Misconfig {
+            name: "queue missing",
+            source: sqs(&format!("{ENDPOINT}/000000000000/{missing}"), ENDPOINT),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec![format!("no queue `{missing}` in account 000000000000 and region us-east-1")],
+        },
+        Misconfig {
+            name: "no Google credentials",
+            // Not the emulator (https): Application Default Credentials are needed, and there
+            // are none (the metadata server is a closed loopback port).
+            source: pubsub(&subscription, "https://127.0.0.1:1"),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec!["no Google credentials".into(), "GOOGLE_APPLICATION_CREDENTIALS".into()],
+        },
+        Misconfig {
+            name: "emulator down",
+            source: pubsub(&subscription, "http://127.0.0.1:1"),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec!["cannot reach the Pub/Sub emulator at http://127.0.0.1:1: is it running?".into()],
+        },
+        Misconfig {
+            name: "subscription missing",
+            source: pubsub(&missing, emulator),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec![format!("the subscription projects/{project}/subscriptions/{missing} does not exist")],
+        },
+        Misconfig {
+            name: "topic missing",
+            source: pubsub(&subscription, emulator),
+            extra: format!(
+                "[targets.out]\ntype = \"pubsub\"\ntopic = \"projects/{project}/topics/{missing}\"\nendpoint = \"{emulator}\"\n"
+            ),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec![format!("targets.out: cannot read the Pub/Sub topic: the topic projects/{project}/topics/{missing} does not exist")],
+        },
+        Misconfig {
+            name: "bad ${ENV} reference",
+            source: "[source]\ntype = \"sqs\"\nqueue_url = \"${VELTRIX_TEST_UNSET_QUEUE_URL}\"\n".into(),
+            extra: String::new(),
+            env: vec![],
+            remove: &[],
+            offline: true,
+            first_line: vec![
+                "misconfig.toml:3:1: field `source.queue_url`: environment variable `VELTRIX_TEST_UNSET_QUEUE_URL` is not set".into(),
+            ],
+        },
+        Misconfig {
+            name: "the target's queue missing",
+            source: sqs(&queue, ENDPOINT),
+            extra: format!(
+                "[targets.out]\ntype = \"sqs\"\nqueue_url = \"{ENDPOINT}/000000000000/{missing}\"\nendpoint_url = \"{ENDPOINT}\"\n"
+            ),
+            env: vec![],
+            remove: &[],
+            offline: false,
+            first_line: vec![format!("targets.out: cannot read the SQS queue {ENDPOINT}/000000000000/{missing}: no queue `{missing}`")],
+        },
+    ];
+    assert!(cases.len() >= 12);
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases {
+        let path = dir.path().join("misconfig.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}{}[targets.dlq]\ntype = \"file\"\npath = \"dlq.jsonl\"\n[pipeline]\ndead_letter = \"dlq\"\n",
+                case.source, case.extra
+            ),
+        )
+        .unwrap();
+        let home = dir.path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_veltrix"));
+            cmd.arg("check");
+            if !case.offline {
+                cmd.arg("--preflight");
+            }
+            cmd.arg("-c")
+                .arg(&path)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap())
+                .env("HOME", &home);
+            let base = [
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+                ("GCE_METADATA_HOST", "127.0.0.1:9"),
+                ("GCE_METADATA_ROOT", "127.0.0.1:9"),
+            ];
+            for (k, v) in base.iter().filter(|(k, _)| !case.remove.contains(k)) {
+                cmd.env(k, v);
+            }
+            for (k, v) in &case.env {
+                cmd.env(k, v);
+            }
+            (case, cmd.output().unwrap())
+        })
+        .await
+        .unwrap();
+        let (case, out) = out;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first = text
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or("(no error line)");
+        let ok = out.status.code() != Some(0) && case.first_line.iter().all(|part| first.contains(part.as_str()));
+        if !ok {
+            failures.push(format!(
+                "{}: exit {:?}, first error line:\n  {first}\nwanted: {:?}",
+                case.name,
+                out.status.code(),
+                case.first_line
+            ));
+        }
+    }
+    localstack::delete_queue(&client, &queue).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -105,15 +105,33 @@ impl Connection {
         build_client!(self, builder, topic)
     }
 
-    /// The admin client for subscriptions.
+    /// The admin client for subscriptions (its calls retry for at most [`ADMIN_RETRY_LIMIT`]).
     pub async fn subscription_admin(&self, subscription: &str) -> Result<SubscriptionAdmin, QueueError> {
-        build_client!(self, SubscriptionAdmin::builder(), subscription)
+        build_client!(
+            self,
+            SubscriptionAdmin::builder().with_retry_policy(admin_retry_policy()),
+            subscription
+        )
     }
 
-    /// The admin client for topics.
+    /// The admin client for topics (its calls retry for at most [`ADMIN_RETRY_LIMIT`]).
     pub async fn topic_admin(&self, topic: &str) -> Result<TopicAdmin, QueueError> {
-        build_client!(self, TopicAdmin::builder(), topic)
+        build_client!(
+            self,
+            TopicAdmin::builder().with_retry_policy(admin_retry_policy()),
+            topic
+        )
     }
+}
+
+/// Longest time an admin call (reading a subscription's or topic's settings, at open and in
+/// `check --preflight`) keeps retrying: an emulator or endpoint that is down is reported in
+/// seconds, not after the client's default minute.
+pub const ADMIN_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn admin_retry_policy() -> impl google_cloud_gax::retry_policy::RetryPolicy {
+    use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
+    Aip194Strict.with_attempt_limit(5).with_time_limit(ADMIN_RETRY_LIMIT)
 }
 
 #[cfg(test)]

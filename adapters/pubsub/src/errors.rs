@@ -53,23 +53,25 @@ fn is_permanent(code: Code) -> bool {
 }
 
 /// Classifies and renders an error from `op` on `resource` (a full subscription or topic name).
+/// When the cause is known (missing subscription or topic, permissions, credentials, the
+/// endpoint down), the message starts with it and its fix; the client's own words follow.
 pub fn classify(op: Operation, resource: &str, endpoint: Option<&str>, err: &Error) -> QueueError {
     let chain = render_chain(err);
-    let (class, hint) = match err.status().map(|s| s.code) {
+    let (class, cause) = match err.status().map(|s| s.code) {
         Some(Code::NotFound) => (
             ErrorClass::Permanent,
             Some(if op.is_consume() {
-                "the subscription does not exist: check `subscription` (projects/PROJECT/subscriptions/NAME) and create it (terraform apply, or localstack/pubsub-seed.sh for the emulator)".to_string()
+                format!("the subscription {resource} does not exist: check `subscription` (projects/PROJECT/subscriptions/NAME) and create it (terraform apply, or localstack/pubsub-seed.sh for the emulator)")
             } else {
-                "the topic does not exist: check `topic` (projects/PROJECT/topics/NAME) and create it (terraform apply, or localstack/pubsub-seed.sh for the emulator)".to_string()
+                format!("the topic {resource} does not exist: check `topic` (projects/PROJECT/topics/NAME) and create it (terraform apply, or localstack/pubsub-seed.sh for the emulator)")
             }),
         ),
         Some(Code::PermissionDenied) => (
             ErrorClass::Permanent,
             Some(if op.is_consume() {
-                "the worker's service account needs roles/pubsub.subscriber on the subscription (and roles/pubsub.viewer to read its settings)".to_string()
+                format!("permission denied on {resource}: the worker's service account needs roles/pubsub.subscriber on the subscription (and roles/pubsub.viewer to read its settings)")
             } else {
-                "the worker's service account needs roles/pubsub.publisher on the topic".to_string()
+                format!("permission denied on {resource}: the worker's service account needs roles/pubsub.publisher on the topic")
             }),
         ),
         Some(Code::Unauthenticated) => (ErrorClass::Permanent, Some(credentials_hint())),
@@ -81,17 +83,28 @@ pub fn classify(op: Operation, resource: &str, endpoint: Option<&str>, err: &Err
             (ErrorClass::Transient, Some(unreachable_hint(endpoint)))
         }
         None if err.is_binding() || err.is_serialization() => (ErrorClass::Permanent, None),
+        // After the retry loop gives up, the last error is wrapped: read its words.
+        None if chain.contains("authentication headers") || chain.contains("access token") => {
+            (ErrorClass::Transient, Some(credentials_hint()))
+        }
+        None if chain.contains("Connection refused") || chain.contains("cannot connect") => {
+            (ErrorClass::Transient, Some(unreachable_hint(endpoint)))
+        }
         None => (ErrorClass::Transient, None),
     };
-    let mut message = format!("Pub/Sub {} {resource} failed: {chain}", op.describe());
-    if let Some(h) = hint {
-        message.push_str("; ");
-        message.push_str(&h);
-    }
+    let call = format!("Pub/Sub {} {resource} failed: {chain}", op.describe());
     QueueError {
         class,
-        message,
+        message: with_cause(cause, call),
         retry_after: None,
+    }
+}
+
+/// `CAUSE` on the first line and the call below it, or the call alone.
+fn with_cause(cause: Option<String>, call: String) -> String {
+    match cause {
+        Some(cause) => format!("{cause}\n    ({call})"),
+        None => call,
     }
 }
 
@@ -102,19 +115,20 @@ pub fn client_build_error(
     err: &google_cloud_gax::client_builder::Error,
 ) -> QueueError {
     let chain = render_chain(err);
-    let hint = if err.is_default_credentials() {
+    let cause = if err.is_default_credentials() {
         credentials_hint()
     } else {
         unreachable_hint(endpoint)
     };
-    QueueError::permanent(format!(
-        "Pub/Sub client for {resource} could not be built: {chain}; {hint}"
+    QueueError::permanent(with_cause(
+        Some(cause),
+        format!("Pub/Sub client for {resource} could not be built: {chain}"),
     ))
 }
 
 fn credentials_hint() -> String {
     format!(
-        "no usable Google credentials: in production set up Application Default Credentials (workload identity, GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`); for the emulator set `endpoint = \"http://127.0.0.1:8085\"` or {}=127.0.0.1:8085",
+        "no Google credentials (none in GOOGLE_APPLICATION_CREDENTIALS or gcloud's file, and no metadata server answered): in production set up Application Default Credentials (workload identity, GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`); for the emulator set `endpoint = \"http://127.0.0.1:8085\"` or {}=127.0.0.1:8085",
         crate::client::EMULATOR_HOST_ENV
     )
 }
@@ -122,10 +136,12 @@ fn credentials_hint() -> String {
 fn unreachable_hint(endpoint: Option<&str>) -> String {
     match endpoint {
         Some(ep) if ep.starts_with("http://") => {
-            format!("is the Pub/Sub emulator running on {ep}? start it with `localstack/pubsub-start.sh`")
+            format!(
+                "cannot reach the Pub/Sub emulator at {ep}: is it running? start it with `localstack/pubsub-start.sh`"
+            )
         }
-        Some(ep) => format!("is {ep} reachable?"),
-        None => "check network access to pubsub.googleapis.com".to_string(),
+        Some(ep) => format!("cannot reach {ep}: is it up, and is the address right?"),
+        None => "cannot reach pubsub.googleapis.com: check network access".to_string(),
     }
 }
 
@@ -148,7 +164,7 @@ mod tests {
         );
         assert!(!e.is_transient());
         assert!(e.message.contains("projects/p/subscriptions/s"), "{}", e.message);
-        assert!(e.message.contains("subscription does not exist"), "{}", e.message);
+        assert!(e.message.contains("does not exist: check `subscription`"), "{}", e.message);
     }
 
     #[test]
@@ -161,6 +177,23 @@ mod tests {
         );
         assert!(!e.is_transient());
         assert!(e.message.contains("roles/pubsub.publisher"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_cause_comes_first() {
+        let e = classify(
+            Operation::GetSubscription,
+            "projects/p/subscriptions/s",
+            None,
+            &status(Code::NotFound),
+        );
+        assert!(
+            e.message
+                .starts_with("the subscription projects/p/subscriptions/s does not exist:"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.message.lines().count(), 2, "cause, then the call: {}", e.message);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use veltrix_queue::QueueError;
 
-use crate::errors::classify;
+use crate::errors::{classify, CallContext};
 
 /// What preflight compares with the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,15 @@ pub async fn queue_settings(
         .attribute_names(QueueAttributeName::All)
         .send()
         .await
-        .map_err(|e| classify("GetQueueAttributes", queue_url, endpoint_url, e))?;
+        .map_err(|e| {
+            let ctx = CallContext {
+                what: "GetQueueAttributes",
+                queue: queue_url,
+                endpoint: endpoint_url,
+                region: client.config().region().map(|r| r.as_ref()),
+            };
+            classify(&ctx, e)
+        })?;
     let attrs = out.attributes().cloned().unwrap_or_default();
     let get = |k: QueueAttributeName| attrs.get(&k).cloned();
     Ok(QueueSettings {

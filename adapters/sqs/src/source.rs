@@ -15,7 +15,7 @@ use veltrix_queue::{
 };
 
 use crate::client::receive_timeouts;
-use crate::errors::classify;
+use crate::errors::{classify, CallContext};
 use crate::limits::{visibility_secs, MAX_BATCH, MAX_DELAY, MAX_VISIBILITY, MAX_WAIT};
 use crate::target::{prepare, sdk_value, ATTR_ORDERING_KEY};
 
@@ -65,12 +65,13 @@ impl SqsSource {
             .send()
             .await
             .map_err(|e| {
-                classify(
-                    "GetQueueAttributes",
-                    &options.queue_url,
-                    options.endpoint_url.as_deref(),
-                    e,
-                )
+                let ctx = CallContext {
+                    what: "GetQueueAttributes",
+                    queue: &options.queue_url,
+                    endpoint: options.endpoint_url.as_deref(),
+                    region: client.config().region().map(|r| r.as_ref()),
+                };
+                classify(&ctx, e)
             })?;
         let queue_visibility = attrs
             .attributes()
@@ -99,7 +100,13 @@ impl SqsSource {
         E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        classify(what, &self.options.queue_url, self.options.endpoint_url.as_deref(), e)
+        let ctx = CallContext {
+            what,
+            queue: &self.options.queue_url,
+            endpoint: self.options.endpoint_url.as_deref(),
+            region: self.client.config().region().map(|r| r.as_ref()),
+        };
+        classify(&ctx, e)
     }
 }
 

@@ -6,7 +6,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use veltrix_queue::{packing, AttributeData, AttributeValue, ErrorClass, OutboundMessage, Publisher, QueueError};
 
-use crate::errors::{classify, is_permanent_code, is_throttling_code};
+use crate::errors::{classify, is_permanent_code, is_throttling_code, CallContext};
 use crate::limits::{MAX_ATTRIBUTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_ID_CHARS, MAX_MESSAGE_BYTES};
 
 /// The source message id veltrix adds to forwarded messages.
@@ -266,7 +266,13 @@ impl SqsTarget {
                 }
             }
             Err(e) => {
-                let error = classify("SendMessageBatch", &self.queue_url, self.endpoint_url.as_deref(), e);
+                let ctx = CallContext {
+                    what: "SendMessageBatch",
+                    queue: &self.queue_url,
+                    endpoint: self.endpoint_url.as_deref(),
+                    region: self.client.config().region().map(|r| r.as_ref()),
+                };
+                let error = classify(&ctx, e);
                 for (i, _, _) in batch {
                     results[*i] = Err(error.clone());
                 }
