@@ -207,9 +207,12 @@ impl RuleSet {
     /// fields on one line, at most [`MAX_EXPLAIN_BYTES`], e.g.
     /// `nearest: orders (1 failing: body.type: wanted equals "order.created", found string "order.cancelled")`.
     pub fn why_unmatched(&self, envelope: &Value) -> String {
+        if self.rules.is_empty() {
+            return "no rules".into();
+        }
         let nearest = self.nearest(envelope);
         if nearest.is_empty() {
-            return "no rules".into();
+            return "nearest rules not ranked: the event has too many values at pattern paths".into();
         }
         let parts: Vec<String> = nearest
             .iter()
@@ -608,5 +611,15 @@ mod tests {
         );
         assert!(explain.ends_with('…'), "cut: {explain}");
         assert!(explain.len() <= MAX_EXPLAIN_BYTES + "…".len());
+        // A huge array at a pattern path is not ranked against every rule.
+        let huge: Vec<u32> = (0..(crate::rules::pattern::NEAREST_WORK_LIMIT as u32 + 1)).collect();
+        let plan = s.plan(&json!({"body": {"type": huge}}), 1);
+        let Disposition::DeadLetter(dl) = plan.disposition else {
+            panic!("unmatched events are dead-lettered")
+        };
+        assert_eq!(
+            dl.explain.as_deref(),
+            Some("nearest rules not ranked: the event has too many values at pattern paths")
+        );
     }
 }

@@ -164,7 +164,11 @@ mod tests {
         );
         assert!(!e.is_transient());
         assert!(e.message.contains("projects/p/subscriptions/s"), "{}", e.message);
-        assert!(e.message.contains("does not exist: check `subscription`"), "{}", e.message);
+        assert!(
+            e.message.contains("does not exist: check `subscription`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

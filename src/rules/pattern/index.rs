@@ -29,6 +29,9 @@ pub struct PatternSet {
 /// subpattern id into 26 bits).
 pub const MAX_TOTAL_SUBPATTERNS: usize = 1 << 26;
 
+/// Most leaves × subpatterns [`PatternSet::nearest`] ranks; beyond it, it ranks nothing.
+pub const NEAREST_WORK_LIMIT: usize = 1 << 20;
+
 /// Reusable per-thread buffers for [`PatternSet::matches_with`]. [`PatternSet::matches`] keeps
 /// one per thread internally; hold your own to control where the memory lives.
 #[derive(Default)]
@@ -289,12 +292,17 @@ impl PatternSet {
 
     /// For humans, when `event` matched no pattern: the (at most `k`) patterns with the fewest
     /// failing fields, nearest first (ties in id order), each with its explanation. The event
-    /// is flattened once for all patterns.
+    /// is flattened once for all patterns. Empty when ranking would cost more than
+    /// [`NEAREST_WORK_LIMIT`] (leaves at pattern paths × patterns): a huge event must not buy
+    /// a long explanation with every message.
     pub fn nearest(&self, event: &Value, k: usize) -> Vec<(usize, Explanation)> {
         let mut flat = Flat::default();
         flat.reset(&self.trie);
         let mut vals = Vec::new();
         flatten(&self.trie, event, &mut flat, &mut vals, &mut Vec::new());
+        if flat.leaves.len().max(1).saturating_mul(self.subs.len()) > NEAREST_WORK_LIMIT {
+            return Vec::new();
+        }
         let subs_of = |id: usize| {
             let (a, b) = self.rule_subs[id];
             &self.subs[a as usize..b as usize]

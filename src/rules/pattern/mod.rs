@@ -42,4 +42,4 @@ mod verify;
 pub use anchors::MAX_FILTERS;
 pub use compile::{PatternError, MAX_DEPTH, MAX_FIELDS, MAX_PATH_PARTS, MAX_SUBPATTERNS};
 pub use explain::{Explanation, FieldExplanation, FoundKind, MAX_TRIED};
-pub use index::{MatchScratch, PatternSet, MAX_TOTAL_SUBPATTERNS};
+pub use index::{MatchScratch, PatternSet, MAX_TOTAL_SUBPATTERNS, NEAREST_WORK_LIMIT};
