@@ -762,7 +762,7 @@ async fn misconfigurations_name_their_real_cause_on_the_first_line() {
             remove: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"],
             offline: false,
             first_line: vec![
-                "no AWS credentials, and the instance metadata service (IMDS) did not answer".into(),
+                "no AWS credentials, and the instance metadata service (IMDS) gave none".into(),
                 "AWS_EC2_METADATA_DISABLED=true".into(),
             ],
         },

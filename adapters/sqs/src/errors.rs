@@ -133,10 +133,18 @@ pub fn service_cause(code: &str, ctx: &CallContext<'_>) -> Option<String> {
 /// The real cause of a failed dispatch (no credentials, no instance metadata, endpoint down),
 /// read from the SDK's cause chain.
 pub fn dispatch_cause(chain: &str, ctx: &CallContext<'_>) -> Option<String> {
-    if chain.contains("no credentials found in chain") || chain.contains("CredentialsNotLoaded") {
-        if chain.contains("could not communicate with IMDS") || chain.contains("failed to load IMDS") {
+    let credentials = chain.contains("no credentials found in chain")
+        || chain.contains("CredentialsNotLoaded")
+        || chain.contains("while loading credentials");
+    if credentials {
+        // IMDS was asked (not turned off with AWS_EC2_METADATA_DISABLED) and gave nothing: no
+        // answer, a refused token, or a 403 from a metadata service that is off.
+        let imds_failed = chain.contains("could not communicate with IMDS")
+            || chain.contains("failed to load IMDS")
+            || (chain.contains("IMDS") && !chain.contains("IMDS disabled by AWS_EC2_METADATA_DISABLED"));
+        if imds_failed {
             return Some(
-                "no AWS credentials, and the instance metadata service (IMDS) did not answer: off EC2 set AWS_EC2_METADATA_DISABLED=true and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (LocalStack accepts `test`/`test`); on EKS give the pod a role (IRSA: a service account with eks.amazonaws.com/role-arn)"
+                "no AWS credentials, and the instance metadata service (IMDS) gave none: off EC2 set AWS_EC2_METADATA_DISABLED=true and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (LocalStack accepts `test`/`test`); on EKS give the pod a role (IRSA: a service account with eks.amazonaws.com/role-arn)"
                     .to_string(),
             );
         }
@@ -193,8 +201,9 @@ where
             (class, format!("{code}: {message}"), service_cause(code, ctx))
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            // Only a timeout says nothing answered; other failures keep the SDK's words first.
             let cause = dispatch_cause(&chain, ctx).or_else(|| {
-                Some(match ctx.endpoint {
+                matches!(err, SdkError::TimeoutError(_)).then(|| match ctx.endpoint {
                     Some(ep) if ctx.local() => {
                         format!("no answer from LocalStack at {ep}: is it running? start it with `localstack/start.sh`")
                     }
@@ -280,6 +289,25 @@ mod tests {
             "{cause}"
         );
         assert!(!cause.contains("LocalStack"), "not LocalStack: {cause}");
+    }
+
+    /// What the SDK says with an empty environment on a machine whose metadata service
+    /// answers 403, and with IMDS turned off.
+    #[test]
+    fn credential_chains_are_told_apart() {
+        let c = ctx(
+            "http://127.0.0.1:4566/000000000000/q",
+            Some("us-east-1"),
+            Some("http://127.0.0.1:4566"),
+        );
+        let forbidden = "dispatch failure: other: an error occurred while loading credentials: failed to load IMDS session token: service error: request forbidden: IMDS is disabled or the caller has insufficient permissions.";
+        assert!(dispatch_cause(forbidden, &c)
+            .unwrap()
+            .starts_with("no AWS credentials, and the instance metadata service (IMDS) gave none"));
+        let off = "dispatch failure: other: the credential provider was not enabled: no credentials found in chain. Attempted:\n  Ec2InstanceMetadata: the credential provider was not enabled: IMDS disabled by AWS_EC2_METADATA_DISABLED env var set to `true`";
+        assert!(dispatch_cause(off, &c)
+            .unwrap()
+            .starts_with("no AWS credentials: set AWS_ACCESS_KEY_ID"));
     }
 
     #[test]
