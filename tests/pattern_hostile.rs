@@ -50,6 +50,8 @@ fn deeply_nested_event_does_not_overflow() {
     );
     assert_eq!(quick(2000, || hits(&s, &ev)), vec![0, 1, 2]);
     let _ = s.explain(1, &ev);
+    let _ = s.explain(0, &ev);
+    let _ = s.nearest(&ev, 3);
     // serde_json drops values recursively; keep the test about the matcher.
     std::mem::forget(ev);
 }

@@ -148,46 +148,58 @@ fn field_alone(f: &FieldRt, flat: &Flat, vals: &[&Value]) -> (bool, Option<Value
     (f.absent, None)
 }
 
-/// Every value `v` holds at `f`'s path from segment `d` on, arrays on the way expanded (dotted
-/// keys count as nesting, as in matching). `through_array` is set when an array was expanded.
-fn values_at<'v>(f: &FieldRt, v: &'v Value, d: usize, out: &mut Vec<&'v Value>, through_array: &mut bool) {
-    if d == f.segs.len() {
-        out.push(v);
-        return;
-    }
-    match v {
-        Value::Array(items) => {
-            *through_array = true;
-            for e in items {
-                values_at(f, e, d, out, through_array);
-            }
+/// Every value `event` holds at `f`'s path, in document order, arrays on the way expanded
+/// (dotted keys count as nesting, as in matching), and whether an array was expanded. Iterative:
+/// hostile events nest deeper than any call stack.
+fn values_at<'v>(f: &FieldRt, event: &'v Value) -> (Vec<&'v Value>, bool) {
+    let mut out = Vec::new();
+    let mut through_array = false;
+    let mut stack = vec![(event, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        if d == f.segs.len() {
+            out.push(v);
+            continue;
         }
-        Value::Object(map) => {
-            for (key, next) in f.child_keys(d) {
-                if let Some(child) = map.get(key) {
-                    values_at(f, child, next, out, through_array);
-                }
+        match v {
+            Value::Array(items) => {
+                through_array = true;
+                stack.extend(items.iter().rev().map(|e| (e, d)));
             }
+            Value::Object(map) => {
+                let children: Vec<(&Value, usize)> = f
+                    .child_keys(d)
+                    .filter_map(|(key, next)| map.get(key).map(|c| (c, next)))
+                    .collect();
+                stack.extend(children.into_iter().rev());
+            }
+            _ => {}
         }
-        _ => {}
     }
+    (out, through_array)
 }
 
-/// Leaves of `v` in document order (nested arrays flattened, objects skipped).
-fn leaves_of<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|e| leaves_of(e, out)),
-        Value::Object(_) => {}
-        leaf => out.push(leaf),
+/// Leaves of `values` in document order (nested arrays flattened, objects skipped), at most
+/// `limit`. Iterative, like [`values_at`].
+fn leaves_of<'v>(values: &[&'v Value], limit: usize) -> Vec<&'v Value> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&Value> = values.iter().rev().copied().collect();
+    while let Some(v) = stack.pop() {
+        if out.len() == limit {
+            break;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items.iter().rev()),
+            Value::Object(_) => {}
+            leaf => out.push(leaf),
+        }
     }
+    out
 }
 
 /// One field's explanation: whether it held alone, and what the event holds at its path.
 fn explain_field(f: &FieldRt, flat: &Flat, vals: &[&Value], event: &Value, matched: Option<bool>) -> FieldExplanation {
     let (held, deciding) = field_alone(f, flat, vals);
-    let mut found = Vec::new();
-    let mut through_array = false;
-    values_at(f, event, 0, &mut found, &mut through_array);
+    let (found, through_array) = values_at(f, event);
     let kind = match found.as_slice() {
         [] => FoundKind::Missing,
         [one] if !through_array => FoundKind::of(one),
@@ -196,9 +208,7 @@ fn explain_field(f: &FieldRt, flat: &Flat, vals: &[&Value], event: &Value, match
     let (value, tried) = match kind {
         FoundKind::Missing | FoundKind::Object => (None, None),
         FoundKind::Array => {
-            let mut leaves = Vec::new();
-            found.iter().for_each(|v| leaves_of(v, &mut leaves));
-            let tried = leaves.into_iter().take(MAX_TRIED).cloned().collect();
+            let tried = leaves_of(&found, MAX_TRIED).into_iter().cloned().collect();
             (deciding, Some(tried))
         }
         _ => (found.first().map(|v| (*v).clone()), None),
