@@ -21,6 +21,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Nothing a test starts may probe the instance metadata address or find real credentials: the
+# emulators take `test`/`test` (tests that check the credential chain clear the environment of
+# the process they start).
+export AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
 # Each stage's heading carries the seconds since this script started, so a CI log shows where
 # the time went.

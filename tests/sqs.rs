@@ -334,11 +334,22 @@ async fn missing_queue_and_unreachable_endpoint_give_readable_errors() {
     assert!(err.message.starts_with("no queue `"), "the cause comes first: {err}");
     assert!(err.message.contains("check the queue URL's account and name"), "{err}");
 
-    let options = veltrix_sqs::ConnectOptions {
-        endpoint_url: Some("http://127.0.0.1:1".into()),
-        region: Some("us-east-1".into()),
-    };
-    let client = veltrix_sqs::connect(&options, &url).await;
+    // Static test credentials: the endpoint is the only thing wrong (the credential chain is
+    // tested with the binary in `misconfigurations_name_their_real_cause_on_the_first_line`).
+    let client = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "veltrix-tests",
+            ))
+            .build(),
+    );
     let err = SqsSource::open(
         client,
         SqsSourceOptions {
