@@ -342,7 +342,11 @@ async fn a_file_line_longer_than_max_body_bytes_is_cut_and_dead_lettered_with_it
 #[tokio::test(start_paused = true)]
 async fn bytes_in_flight_stay_within_max_in_flight_bytes() {
     const BODY: usize = 256 * 1024;
-    let src = source("src");
+    // It stands in for SQS: receives are unbuffered, so each reserves ten bodies' worth.
+    let src = MemoryQueue::new(MemoryQueueConfig {
+        receive_unbuffered: true,
+        ..MemoryQueueConfig::named("src")
+    });
     for n in 0..60 {
         src.push_body(format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(BODY)));
     }
@@ -357,10 +361,13 @@ async fn bytes_in_flight_stay_within_max_in_flight_bytes() {
     s.max_in_flight = 1000;
     s.max_in_flight_bytes = 2 * 1024 * 1024;
     // Up to 16 pollers as receives come back full; each receive reserves the most it can
-    // bring (10 bodies), so whatever their number one batch over the budget is the bound.
+    // bring (10 bodies of `max_body_bytes`, derived from the source's limits as
+    // `Settings::default()` leaves it), so whatever their number one batch over the budget is
+    // the bound.
     s.pollers = 2;
     s.max_pollers = 16;
-    s.receive_reserve_bytes = 10 * (BODY + 20);
+    s.max_body_bytes = BODY + 20;
+    assert_eq!(s.receive_reserve_bytes, None);
     let bound = s.max_in_flight_bytes + 10 * (BODY + 20);
     let run = tokio::spawn(worker(&src, rules(FORWARD_ALL), &targets, s).run(std::future::pending()));
     let mut peak = 0;

@@ -21,7 +21,9 @@ pub const SANDBOX_BASE_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 pub fn receive_overshoot_bytes(config: &Config) -> u64 {
     let s = &config.settings;
     match &config.source {
-        SourceConfig::Sqs { .. } => s.receive_reserve_bytes as u64,
+        SourceConfig::Sqs { .. } => s
+            .receive_reserve_bytes
+            .unwrap_or(veltrix_sqs::limits::MAX_BATCH * s.max_body_bytes) as u64,
         SourceConfig::Pubsub {
             streams,
             max_outstanding_bytes,

@@ -504,10 +504,8 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         publish_linger: Duration::from_millis(p.publish_flush_ms),
         max_body_bytes: max_body_bytes as usize,
         max_in_flight_bytes: max_in_flight_bytes as usize,
-        receive_reserve_bytes: match source {
-            SourceConfig::Sqs { .. } => veltrix_sqs::limits::MAX_BATCH * max_body_bytes as usize,
-            SourceConfig::Pubsub { .. } | SourceConfig::File { .. } => 0,
-        },
+        // The source's own call (SQS: a batch of ten bodies), as for any worker.
+        receive_reserve_bytes: None,
         sandbox: SandboxSettings {
             program: SandboxSettings::default_program(),
             timeout: Duration::from_millis(t.timeout_ms),

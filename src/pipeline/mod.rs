@@ -491,6 +491,7 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
     let wait = ctx.settings.receive_wait;
     let limits = ctx.source.limits();
     let batch_max = limits.max_receive_batch.max(1);
+    let receive_reserve = ctx.settings.receive_reserve_for(&limits);
     let mut failure_delay = RECEIVE_RETRY_DELAY;
     let mut empty_in_a_row = 0u32;
     loop {
@@ -519,7 +520,7 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
         let reservation = tokio::select! {
             biased;
             _ = draining.cancelled() => return Ok(()),
-            r = p.bytes.reserve_for_receive(ctx.settings.receive_reserve_bytes) => r,
+            r = p.bytes.reserve_for_receive(receive_reserve) => r,
         };
         let started = tokio::time::Instant::now();
         ctx.health.receive_started(p.id, wait);

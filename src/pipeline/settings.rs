@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::pipeline::backoff::RetryPolicy;
 use crate::pipeline::circuit::CircuitSettings;
 use crate::sandbox::SandboxSettings;
+use veltrix_queue::SourceLimits;
 
 /// Default `max_body_bytes` (the SQS limit, 1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -37,10 +38,11 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Body bytes held in flight at once; pollers wait while more are held.
     pub max_in_flight_bytes: usize,
-    /// Bytes a receive reserves under `max_in_flight_bytes` while it is under way: the most it
-    /// can bring (SQS: 10 × `max_body_bytes`); 0 for sources that buffer within bounds of their
-    /// own (Pub/Sub flow control, the file source's read-ahead, memory).
-    pub receive_reserve_bytes: usize,
+    /// Bytes a receive reserves under `max_in_flight_bytes` while it is under way. `None` (the
+    /// default): what the source calls for ([`Settings::receive_reserve_for`]), the most one
+    /// receive can bring (SQS: 10 × `max_body_bytes`), and 0 for sources that buffer within
+    /// bounds of their own (Pub/Sub flow control, the file source's read-ahead, memory).
+    pub receive_reserve_bytes: Option<usize>,
     /// Where and with which budgets transforms run.
     pub sandbox: SandboxSettings,
     /// Circuit, concurrency and rate per target, by target index (targets beyond the end use
@@ -64,6 +66,17 @@ impl Settings {
     pub fn target_limits(&self, index: usize) -> TargetLimits {
         self.target_limits.get(index).copied().unwrap_or_default()
     }
+
+    /// Bytes each receive from a source with `limits` reserves while it is under way: the
+    /// configured reservation, else a full batch of `max_body_bytes` bodies when the source's
+    /// receives are unbuffered, else nothing.
+    pub fn receive_reserve_for(&self, limits: &SourceLimits) -> usize {
+        self.receive_reserve_bytes.unwrap_or(if limits.receive_unbuffered {
+            limits.max_receive_batch.saturating_mul(self.max_body_bytes)
+        } else {
+            0
+        })
+    }
 }
 
 impl Default for Settings {
@@ -83,9 +96,37 @@ impl Default for Settings {
             publish_linger: Duration::ZERO,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
-            receive_reserve_bytes: 0,
+            receive_reserve_bytes: None,
             sandbox: SandboxSettings::default(),
             target_limits: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(receive_unbuffered: bool) -> SourceLimits {
+        SourceLimits {
+            max_receive_batch: 10,
+            max_ack_batch: 10,
+            max_lease: Duration::from_secs(60),
+            initial_lease: Duration::from_secs(30),
+            receive_cancel_safe: false,
+            receive_unbuffered,
+        }
+    }
+
+    #[test]
+    fn default_settings_reserve_what_the_source_calls_for() {
+        let s = Settings::default();
+        assert_eq!(s.receive_reserve_for(&limits(true)), 10 * DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(s.receive_reserve_for(&limits(false)), 0);
+        let s = Settings {
+            receive_reserve_bytes: Some(7),
+            ..Settings::default()
+        };
+        assert_eq!(s.receive_reserve_for(&limits(true)), 7, "a configured reservation wins");
     }
 }

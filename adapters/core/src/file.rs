@@ -248,6 +248,8 @@ impl Source for FileSource {
         let mut limits = self.queue.limits();
         limits.max_receive_batch = 100;
         limits.max_ack_batch = 100;
+        // The reader stays within its read-ahead.
+        limits.receive_unbuffered = false;
         limits
     }
 

@@ -46,6 +46,9 @@ pub struct MemoryQueueConfig {
     pub fifo: bool,
     /// Simulated round trip added to every receive, ack, nack, extend and publish call.
     pub call_latency: Duration,
+    /// Report receives as unbuffered ([`SourceLimits::receive_unbuffered`]), as a remote queue's
+    /// are, so the pipeline reserves their worst case.
+    pub receive_unbuffered: bool,
 }
 
 impl MemoryQueueConfig {
@@ -56,6 +59,7 @@ impl MemoryQueueConfig {
             visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
             fifo: false,
             call_latency: Duration::ZERO,
+            receive_unbuffered: false,
         }
     }
 }
@@ -515,6 +519,7 @@ impl Source for MemoryQueue {
             initial_lease: self.config.visibility_timeout,
             // It stands in for remote queues in tests, so the drain treats it like one.
             receive_cancel_safe: false,
+            receive_unbuffered: self.config.receive_unbuffered,
         }
     }
 

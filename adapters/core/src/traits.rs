@@ -43,6 +43,12 @@ pub struct SourceLimits {
     /// waits on a local buffer, not on a remote long poll that may already have taken
     /// messages): a drain then stops it at once instead of waiting for it to return.
     pub receive_cancel_safe: bool,
+    /// Whether what a `receive` brings is bounded by no buffer of the source's own: a remote
+    /// batch of up to `max_receive_batch` messages arrives at once (SQS). The pipeline then
+    /// reserves that batch's worst case under `max_in_flight_bytes` while the receive is under
+    /// way. False for sources that bound what they buffer (Pub/Sub flow control, the file
+    /// source's read-ahead).
+    pub receive_unbuffered: bool,
 }
 
 /// What [`Source::requeue`] did.

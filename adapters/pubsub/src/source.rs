@@ -349,6 +349,8 @@ impl Source for PubSubSource {
             initial_lease: self.initial_lease,
             // `receive` waits on the streams' local channel; what it has not taken stays there.
             receive_cancel_safe: true,
+            // Flow control bounds what the streams buffer (`max_outstanding_bytes`).
+            receive_unbuffered: false,
         }
     }
 

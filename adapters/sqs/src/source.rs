@@ -181,6 +181,8 @@ impl Source for SqsSource {
             initial_lease: self.lease,
             // A long poll that is dropped may already have made messages invisible.
             receive_cancel_safe: false,
+            // Up to ten bodies of up to 1 MiB each arrive in one response.
+            receive_unbuffered: true,
         }
     }
 
