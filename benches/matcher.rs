@@ -1,6 +1,7 @@
 //! Parse + match throughput: veltrix's matcher against the `quamina` crate, side by side on the
 //! same 1,000 patterns and ~1 KB events (the subset of operators quamina accepts), plus veltrix
-//! alone on the full mix (with `$or` and `wildcard`).
+//! alone on the full mix (with `$or` and `wildcard`), and the cost of a rule's JSON Schema check
+//! per event.
 //!
 //! Run: `cargo bench --bench matcher`. Results are summarised in BENCHMARKS.md.
 
@@ -12,6 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 use veltrix::rules::envelope;
 use veltrix::rules::pattern::PatternSet;
+use veltrix::rules::schema::Schema;
 use veltrix_queue::{Attributes, SourceInfo};
 
 const PATTERNS: usize = 1000;
@@ -127,6 +129,48 @@ fn bench(c: &mut Criterion) {
                 .iter()
                 .map(|e| veltrix_match(&set, &info, &attrs, black_box(e), &mut out))
                 .sum::<usize>()
+        })
+    });
+    g.finish();
+
+    schema_validation(c);
+}
+
+/// What a rule's `schema` adds per event: the full decode of the body (the pruned decode is not
+/// enough for a schema) and the validation, against a schema of the workload's event shape.
+fn schema_validation(c: &mut Criterion) {
+    let (_, events) = workload::workload(PATTERNS, EVENTS, true);
+    let schema =
+        Schema::compile("bench/event.json", &workload::event_schema().to_string()).expect("the bench schema compiles");
+    let bodies: Vec<Value> = events.iter().map(|e| serde_json::from_slice(e).unwrap()).collect();
+    for body in &bodies {
+        assert_eq!(schema.first_violation(body), None, "every bench event fits: {body}");
+    }
+    let mut broken = bodies[0].clone();
+    broken["detail"]["amount"] = json!("12");
+    assert!(
+        schema.first_violation(&broken).is_some(),
+        "the schema checks what it claims"
+    );
+    let mut g = c.benchmark_group("schema_validation_per_event");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("validate", |b| {
+        b.iter(|| {
+            bodies
+                .iter()
+                .filter(|body| schema.first_violation(black_box(body)).is_none())
+                .count()
+        })
+    });
+    g.bench_function("full_decode_and_validate", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .filter(|e| {
+                    let body: Value = serde_json::from_slice(black_box(e)).unwrap();
+                    schema.first_violation(&body).is_none()
+                })
+                .count()
         })
     });
     g.finish();

@@ -109,6 +109,55 @@ pub fn event(rng: &mut Rng, v: &Vocab, i: u64) -> Value {
     })
 }
 
+/// A draft 2020-12 schema every [`event`] fits: required members, types, enums, formats of
+/// ids, and the line items' shape.
+pub fn event_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["version", "id", "detail-type", "source", "account", "time", "region", "detail"],
+        "properties": {
+            "version": {"const": "0"},
+            "id": {"type": "string", "minLength": 1},
+            "detail-type": {"type": "string"},
+            "source": {"type": "string", "pattern": "^com\\.example\\."},
+            "account": {"type": "string", "pattern": "^[0-9]{12}$"},
+            "time": {"type": "string"},
+            "region": {"enum": REGIONS},
+            "resources": {"type": "array", "items": {"type": "string"}},
+            "detail": {
+                "type": "object",
+                "required": ["amount", "currency", "customer", "items"],
+                "properties": {
+                    "amount": {"type": "integer", "minimum": 0},
+                    "currency": {"enum": ["EUR", "USD", "GBP", "JPY"]},
+                    "customer": {
+                        "type": "object",
+                        "required": ["id", "tier"],
+                        "properties": {"id": {"type": "string"}, "tier": {"enum": TIERS}, "country": {"type": "string", "maxLength": 2}}
+                    },
+                    "client_ip": {"type": "string"},
+                    "items": {"type": "array", "maxItems": 100, "items": {"$ref": "#/$defs/item"}},
+                    "flags": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                    "note": {"type": "string", "maxLength": 1000}
+                }
+            }
+        },
+        "$defs": {
+            "item": {
+                "type": "object",
+                "required": ["sku", "qty", "price"],
+                "properties": {
+                    "sku": {"type": "string", "pattern": "^SKU-[0-9]{5}$"},
+                    "qty": {"type": "integer", "minimum": 1},
+                    "price": {"type": "number", "minimum": 0},
+                    "line": {"type": "integer"}
+                }
+            }
+        }
+    })
+}
+
 /// One pattern of the mix. With `quamina_ok`, only kinds the quamina crate accepts.
 pub fn pattern(rng: &mut Rng, v: &Vocab, quamina_ok: bool) -> Value {
     let kinds = if quamina_ok { 9 } else { 11 };

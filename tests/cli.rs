@@ -560,6 +560,176 @@ impl Drop for PlaygroundProcess {
 
 /// `POST /api/evaluate` answers what `veltrix test --format json --explain` prints, with the
 /// kinds that tell missing, null, objects and arrays apart; config errors come with their place.
+/// A config whose `orders` rule checks bodies against `schemas/order.json`.
+fn schema_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/order.json"),
+        r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["type", "id"],
+  "properties": {
+    "id": {"type": "string"},
+    "amount": {"type": "number", "minimum": 0}
+  }
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("veltrix.toml"),
+        r#"[source]
+type = "file"
+path = "events.jsonl"
+
+[targets.orders]
+type = "file"
+path = "out/orders.jsonl"
+
+[targets.dlq]
+type = "file"
+path = "out/dead-letters.jsonl"
+
+[pipeline]
+dead_letter = "dlq"
+unmatched = "ack"
+
+[[rules]]
+name = "orders"
+match = { body = { type = ["order.created"] } }
+schema = "schemas/order.json"
+actions = [{ type = "forward", target = "orders" }]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("events.jsonl"),
+        concat!(
+            r#"{"type": "order.created", "id": "o-1", "amount": 12.5}"#,
+            "\n",
+            r#"{"type": "order.created", "id": "o-2", "amount": "12.50"}"#,
+            "\n",
+            r#"{"type": "order.created", "amount": 3}"#,
+            "\n",
+            r#"{"type": "heartbeat"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn bodies_that_do_not_fit_their_rules_schema_are_dead_lettered_naming_pointer_and_keyword() {
+    let dir = schema_config();
+    let config = dir.path().join("veltrix.toml");
+    let out = veltrix(&["run", "-c", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("received=4 forwarded=1 dropped=0 acked_unmatched=1 dead_lettered=2 retried=0"),
+        "{stderr}"
+    );
+    let forwarded = json_lines(&dir.path().join("out/orders.jsonl"));
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0]["body"]["id"], "o-1");
+    let dead = json_lines(&dir.path().join("out/dead-letters.jsonl"));
+    let events: Vec<Value> = std::fs::read_to_string(dir.path().join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (d, (event, error)) in dead.iter().zip([
+        (
+            &events[1],
+            r#"at /amount, keyword `type`: value is not of type "number""#,
+        ),
+        (&events[2], "at the body itself, keyword `required`"),
+    ]) {
+        assert_eq!(d["attributes"]["veltrix.reason"], "schema_invalid", "{d}");
+        assert_eq!(d["attributes"]["veltrix.rule"], "orders", "{d}");
+        let text = d["attributes"]["veltrix.error"].as_str().unwrap();
+        assert!(
+            text.starts_with("rule `orders`: the body does not fit schema schemas/order.json: ")
+                && text.contains(error),
+            "{text}"
+        );
+        assert_eq!(&d["body"], event, "the dead letter keeps the body as it came");
+    }
+
+    // `veltrix test` shows the check, for scripts and for people.
+    let events = dir.path().join("events.jsonl");
+    let out = veltrix(&[
+        "test",
+        "-c",
+        config.to_str().unwrap(),
+        events.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["outcome"], "forward");
+    assert_eq!(
+        lines[0]["schema"],
+        serde_json::json!([{"rule": "orders", "schema": "schemas/order.json", "valid": true, "violations": [], "total": 0}])
+    );
+    assert_eq!(lines[1]["outcome"], "dead_letter");
+    assert_eq!(lines[1]["reason"], "schema_invalid");
+    assert_eq!(lines[1]["schema"][0]["valid"], false);
+    assert_eq!(lines[1]["schema"][0]["violations"][0]["pointer"], "/amount");
+    assert_eq!(lines[1]["schema"][0]["violations"][0]["keyword"], "type");
+    assert_eq!(lines[2]["schema"][0]["violations"][0]["keyword"], "required");
+    assert!(
+        lines[3].get("schema").is_none(),
+        "no schema checked when no rule with one matched"
+    );
+    let out = veltrix(&["test", "-c", config.to_str().unwrap(), events.to_str().unwrap()]);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("✓ schema schemas/order.json (rule orders): the body fits"),
+        "{human}"
+    );
+    assert!(
+        human.contains("✗ schema schemas/order.json (rule orders): 1 violation\n      at /amount, keyword `type`"),
+        "{human}"
+    );
+
+    // `veltrix check` shows it on the review screen, and refuses a broken schema with its
+    // file, line and column.
+    let out = veltrix(&["check", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[schema schemas/order.json]"));
+    std::fs::write(
+        dir.path().join("schemas/order.json"),
+        "{\n  \"type\": \"object\",\n  \"properties\": {\"amount\": {\"type\": \"money\"}}\n}\n",
+    )
+    .unwrap();
+    let out = veltrix(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("schema ="))
+        .unwrap()
+        + 1;
+    assert!(stderr.contains(&format!("veltrix.toml:{line}:")), "{stderr}");
+    assert!(
+        stderr.contains("schema schemas/order.json: line 3, column ") && stderr.contains("at /properties/amount/type"),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.path().join("schemas/order.json")).unwrap();
+    let stderr = String::from_utf8_lossy(&veltrix(&["check", "-c", config.to_str().unwrap()]).stderr).to_string();
+    assert!(stderr.contains("cannot read schema file"), "{stderr}");
+}
+
 #[test]
 fn playground_api_explains_missing_null_object_and_array_fields() {
     let dir = quickstart_copy();

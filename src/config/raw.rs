@@ -564,6 +564,10 @@ pub struct RawRule {
     /// Retry budget for events this rule matches (default: `pipeline.retry.max_attempts`).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// JSON Schema file (relative to the config) that bodies of matching events must fit;
+    /// those that do not are dead-lettered as `schema_invalid`. Default: none.
+    #[serde(default)]
+    pub schema: Option<String>,
     /// What to do with a matching event.
     pub actions: Vec<RawAction>,
 }

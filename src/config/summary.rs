@@ -85,6 +85,9 @@ pub fn summary(c: &Config) -> String {
         if let Some(n) = rule.max_attempts {
             flags.push(format!("max_attempts {n}"));
         }
+        if let Some(schema) = &rule.schema {
+            flags.push(format!("schema {}", schema.path()));
+        }
         let flags = if flags.is_empty() {
             String::new()
         } else {

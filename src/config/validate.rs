@@ -17,6 +17,7 @@ use crate::pipeline::circuit::CircuitSettings;
 use crate::pipeline::poller_scale::DEFAULT_MAX_POLLERS;
 use crate::pipeline::settings::{Settings, TargetLimits};
 use crate::rules::pattern::PatternSet;
+use crate::rules::schema::{Schema, SchemaError, MAX_SCHEMA_BYTES};
 use crate::rules::transform::Transform;
 use crate::rules::{Action, Rule, RuleSet, Unmatched};
 use crate::sandbox::SandboxSettings;
@@ -432,6 +433,7 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
     let mut rules = Vec::new();
     let mut patterns: Vec<Value> = Vec::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut schemas: Vec<(PathBuf, Arc<Schema>)> = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
         let field = format!("rules[{i}]");
         if !valid_name(&r.name) {
@@ -453,7 +455,12 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
             );
         }
         patterns.push(parse_pattern(&mut c, &field, r));
-        rules.push(compile_rule(&mut c, &field, r, &target_index, &unknown_target));
+        let mut rule = compile_rule(&mut c, &field, r, &target_index, &unknown_target);
+        rule.schema = r
+            .schema
+            .as_deref()
+            .and_then(|written| load_schema(&mut c, &format!("{field}.schema"), written, base_dir, &mut schemas));
+        rules.push(rule);
     }
 
     let pattern_set = match PatternSet::compile(rules.iter().map(|r| r.name.as_str()).zip(patterns.iter())) {
@@ -696,6 +703,64 @@ fn compile_transform(c: &mut Checker, field: String, code: &str) -> Option<Arc<T
 fn compile_rule(
     c: &mut Checker,
     field: &str,
+/// Reads and compiles the schema file a rule names (each file once: rules that name the same
+/// file share it).
+fn load_schema(
+    c: &mut Checker,
+    field: &str,
+    written: &str,
+    base_dir: &Path,
+    loaded: &mut Vec<(PathBuf, Arc<Schema>)>,
+) -> Option<Arc<Schema>> {
+    let path = resolve(base_dir, written);
+    if let Some((_, schema)) = loaded.iter().find(|(p, _)| *p == path) {
+        return Some(schema.clone());
+    }
+    let read = std::fs::metadata(&path).and_then(|m| {
+        if m.len() > MAX_SCHEMA_BYTES as u64 {
+            Ok(Err(m.len()))
+        } else {
+            std::fs::read_to_string(&path).map(Ok)
+        }
+    });
+    let text = match read {
+        Ok(Ok(text)) => text,
+        Ok(Err(len)) => {
+            c.problems.push(
+                Diagnostic::field(field, format!("schema file {} is {len} bytes", path.display()))
+                    .allowed(format!("up to {MAX_SCHEMA_BYTES} bytes"))
+                    .hint("split the schema, or leave out examples and descriptions"),
+            );
+            return None;
+        }
+        Err(e) => {
+            c.problems.push(
+                Diagnostic::field(field, format!("cannot read schema file {}: {e}", path.display()))
+                    .hint("the path is relative to the config file's directory, e.g. schema = \"schemas/order.json\""),
+            );
+            return None;
+        }
+    };
+    match Schema::compile(written, &text) {
+        Ok(schema) => {
+            let schema = Arc::new(schema);
+            loaded.push((path, schema.clone()));
+            Some(schema)
+        }
+        Err(e) => {
+            let hint = match e {
+                SchemaError::Syntax { .. } => "fix the JSON at that line and column",
+                SchemaError::Invalid { .. } => {
+                    "check the keyword against the draft the schema's `$schema` names (2020-12 when it names none)"
+                }
+            };
+            c.problems
+                .push(Diagnostic::field(field, format!("schema {written}: {e}")).hint(hint));
+            None
+        }
+    }
+}
+
     r: &RawRule,
     target_index: &dyn Fn(&str) -> Option<usize>,
     unknown_target: &dyn Fn(String, &str) -> Diagnostic,
@@ -752,3 +817,4 @@ fn compile_rule(
         actions,
     }
 }
+        schema: None,

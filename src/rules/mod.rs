@@ -3,19 +3,23 @@
 //!
 //! Evaluation: every rule whose pattern matches fires, in file order (fan-out); a rule with
 //! `final = true` stops evaluation after it. Then:
-//! 1. transforms run (in the [`sandbox`](crate::sandbox): the plan lists them as pending and
+//! 1. a matched rule with a [`schema`] checks the body against it; a body that does not fit
+//!    dead-letters the event (`schema_invalid`, naming the JSON pointer and the keyword) and
+//!    nothing is forwarded;
+//! 2. transforms run (in the [`sandbox`](crate::sandbox): the plan lists them as pending and
 //!    [`Plan::complete_transforms`] takes their results); if one fails, the event is
 //!    dead-lettered (`transform_failed`, or `transform_budget_exceeded` when it broke its time,
 //!    size or memory budget) and nothing is forwarded, so a replay after the fix does not
 //!    duplicate the other forwards;
-//! 2. otherwise every `forward` is published; after that the message is dead-lettered if a
+//! 3. otherwise every `forward` is published; after that the message is dead-lettered if a
 //!    matched rule has a `dead_letter` action, else retried if one has `retry` (dead-lettered
 //!    with `retry_budget_exhausted` once the budget is spent), else acked;
-//! 3. an event no rule matches follows `pipeline.unmatched`.
+//! 4. an event no rule matches follows `pipeline.unmatched`.
 
 pub mod envelope;
 pub mod pattern;
 pub mod plan;
+pub mod schema;
 pub mod transform;
 
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use veltrix_queue::{Attributes, SourceInfo};
 
 use crate::rules::pattern::{Explanation, PatternSet};
 use crate::rules::plan::{DeadLetter, Disposition, Forward, ForwardBody, Plan, Reason};
+use crate::rules::schema::{Schema, Violation};
 use crate::rules::transform::Transform;
 
 /// How many nearest rules explanations of unmatched events name.
@@ -71,8 +76,21 @@ pub struct Rule {
     pub is_final: bool,
     /// Retry budget override.
     pub max_attempts: Option<u32>,
+    /// The schema matching bodies must fit, if any.
+    pub schema: Option<Arc<Schema>>,
     /// Actions, in order.
     pub actions: Vec<Action>,
+}
+
+/// What a rule's schema said of one body (see [`RuleSet::check_schema`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaCheck {
+    /// The schema's path, as the config wrote it.
+    pub schema: String,
+    /// Up to [`schema::MAX_VIOLATIONS_LISTED`] violations; empty when the body fits.
+    pub violations: Vec<Violation>,
+    /// How many violations there are in all.
+    pub total: usize,
 }
 
 /// All rules of a config, compiled.
@@ -271,13 +289,48 @@ impl RuleSet {
         self.plan_matched(matched, &full, delivery_attempt)
     }
 
-    /// True when one of the `matched` rules transforms (and so needs the whole envelope).
+    /// True when one of the `matched` rules transforms or checks a schema (and so needs the
+    /// whole envelope).
     pub fn needs_full_envelope(&self, matched: &[usize]) -> bool {
         matched.iter().any(|&i| {
-            self.rules[i]
-                .actions
-                .iter()
-                .any(|a| matches!(a, Action::Forward { transform: Some(_), .. }))
+            let rule = &self.rules[i];
+            rule.schema.is_some()
+                || rule
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Forward { transform: Some(_), .. }))
+        })
+    }
+
+    /// For rule `rule`, when it has a schema: what the schema says of the envelope's body.
+    pub fn check_schema(&self, rule: usize, envelope: &Value) -> Option<SchemaCheck> {
+        let schema = self.rules[rule].schema.as_ref()?;
+        let body = envelope.get("body").unwrap_or(&Value::Null);
+        Some(SchemaCheck {
+            schema: schema.path().to_string(),
+            violations: schema.violations(body, schema::MAX_VIOLATIONS_LISTED),
+            total: schema.count_violations(body),
+        })
+    }
+
+    /// The dead letter of the first matched rule whose schema the body does not fit.
+    fn schema_violation(&self, matched: &[usize], envelope: &Value) -> Option<DeadLetter> {
+        let body = envelope.get("body").unwrap_or(&Value::Null);
+        matched.iter().find_map(|&i| {
+            let rule = &self.rules[i];
+            let schema = rule.schema.as_ref()?;
+            let violation = schema.first_violation(body)?;
+            let error = format!(
+                "rule `{}`: the body does not fit schema {}: {violation}",
+                rule.name,
+                schema.path()
+            );
+            Some(DeadLetter {
+                reason: Reason::SchemaInvalid,
+                rule: Some(rule.name.clone()),
+                error: crate::pipeline::dead_letters::truncate(&error, MAX_EXPLAIN_BYTES),
+                explain: None,
+            })
         })
     }
 
@@ -309,6 +362,15 @@ impl RuleSet {
                 matched,
                 forwards: Vec::new(),
                 disposition,
+                max_attempts,
+                transform_input: None,
+            };
+        }
+        if let Some(dl) = self.schema_violation(&matched, envelope) {
+            return Plan {
+                matched,
+                forwards: Vec::new(),
+                disposition: Disposition::DeadLetter(dl),
                 max_attempts,
                 transform_input: None,
             };
@@ -386,6 +448,7 @@ mod tests {
             name: name.into(),
             is_final: false,
             max_attempts: None,
+            schema: None,
             actions,
         }
     }
@@ -565,6 +628,66 @@ mod tests {
         assert!(
             matches!(&plan.disposition, Disposition::DeadLetter(d) if d.reason == Reason::Rule("quarantine".into()))
         );
+    }
+
+    #[test]
+    fn a_body_that_does_not_fit_its_rules_schema_is_dead_lettered_and_nothing_is_forwarded() {
+        let schema = Schema::compile(
+            "schemas/order.json",
+            r#"{"type": "object", "required": ["id"], "properties": {"amount": {"type": "number"}}}"#,
+        )
+        .unwrap();
+        let mut orders = rule(
+            "orders",
+            vec![Action::Forward {
+                target: 0,
+                transform: None,
+            }],
+        );
+        orders.schema = Some(Arc::new(schema));
+        let audit = rule(
+            "audit",
+            vec![Action::Forward {
+                target: 1,
+                transform: None,
+            }],
+        );
+        let rs = set(
+            vec![json!({"body": {"t": ["order"]}}), json!({"body": {"t": ["order"]}})],
+            vec![orders, audit],
+            Unmatched::Ack,
+        );
+        let (attrs, source) = (
+            Attributes::new(),
+            SourceInfo {
+                kind: "memory",
+                name: "q".into(),
+            },
+        );
+        let fits = rs.plan_message(br#"{"t": "order", "id": "o-1", "amount": 5}"#, &attrs, &source, 1);
+        assert_eq!((fits.outcome(), fits.forwards.len()), (Outcome::Forward, 2));
+        // `amount` is outside every pattern path: the pruned decode alone would not see it.
+        let bad = rs.plan_message(br#"{"t": "order", "id": "o-1", "amount": "5"}"#, &attrs, &source, 1);
+        assert!(
+            bad.forwards.is_empty(),
+            "no forward of the event, not even the other rule's"
+        );
+        assert_eq!(bad.matched, vec![0, 1]);
+        let Disposition::DeadLetter(dl) = &bad.disposition else {
+            panic!("dead-lettered: {bad:?}")
+        };
+        assert_eq!(dl.reason.to_string(), "schema_invalid");
+        assert_eq!(dl.rule.as_deref(), Some("orders"));
+        assert_eq!(
+            dl.error,
+            r#"rule `orders`: the body does not fit schema schemas/order.json: at /amount, keyword `type`: value is not of type "number""#
+        );
+        let check = rs.check_schema(0, &event(json!({"t": "order"}))).unwrap();
+        assert_eq!((check.total, check.violations[0].keyword.as_str()), (1, "required"));
+        assert_eq!(rs.check_schema(1, &event(json!({}))), None, "audit has no schema");
+        // Events no schema-checking rule matches are not looked at.
+        let other = rs.plan(&event(json!({"t": "refund"})), 1);
+        assert_eq!(other.outcome(), Outcome::Ack);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum Reason {
     Unmatched,
     /// A `dead_letter` action, with the operator's reason.
     Rule(String),
+    /// A matched rule's schema does not accept the body.
+    SchemaInvalid,
     /// A transform failed for this event.
     TransformFailed,
     /// A transform broke its time, output-size or memory budget on this event.
@@ -34,6 +36,7 @@ impl fmt::Display for Reason {
         f.write_str(match self {
             Reason::Unmatched => "unmatched",
             Reason::Rule(reason) => reason,
+            Reason::SchemaInvalid => "schema_invalid",
             Reason::TransformFailed => "transform_failed",
             Reason::TransformBudgetExceeded => "transform_budget_exceeded",
             Reason::UndecodableBody => "undecodable_body",

@@ -79,6 +79,7 @@ pub fn render(line: &Line, explain: bool, color: bool) -> String {
             } else {
                 deciding_clauses(report, &paint, &mut out);
             }
+            schema_checks(report, &paint, &mut out);
             out.push('\n');
             out
         }
@@ -160,6 +161,29 @@ fn deciding_clauses(r: &Report, paint: &Paint, out: &mut String) {
         out.push_str(&format!(
             "  … {hidden} more rules did not match (--explain lists every rule)\n"
         ));
+    }
+}
+
+/// One line per matched rule with a schema, and its violations below.
+fn schema_checks(r: &Report, paint: &Paint, out: &mut String) {
+    for s in &r.schema {
+        let verdict = match s.total {
+            0 => "the body fits".to_string(),
+            1 => "1 violation".to_string(),
+            n => format!("{n} violations"),
+        };
+        out.push_str(&format!(
+            "  {} schema {} (rule {}): {verdict}\n",
+            paint.mark(s.valid),
+            s.schema,
+            s.rule
+        ));
+        for v in &s.violations {
+            out.push_str(&format!("      {v}\n"));
+        }
+        if s.total > s.violations.len() {
+            out.push_str(&format!("      … {} more\n", s.total - s.violations.len()));
+        }
     }
 }
 

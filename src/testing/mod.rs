@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::rules::envelope;
 use crate::rules::pattern::Explanation;
 use crate::rules::plan::{Disposition, ForwardBody, Outcome, Plan, Reason};
+use crate::rules::schema::Violation;
 use crate::sandbox::RunTransforms;
 
 /// Options of `veltrix test`.
@@ -234,6 +235,24 @@ pub struct Report {
     /// For events no rule matched: the rules with the fewest failing fields, nearest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nearest: Vec<RuleExplanation>,
+    /// For each matched rule with a schema: whether the body fits it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema: Vec<SchemaReport>,
+}
+
+/// A matched rule's schema check, in a [`Report`].
+#[derive(Debug, Serialize)]
+pub struct SchemaReport {
+    /// The rule.
+    pub rule: String,
+    /// The schema file, as the config wrote it.
+    pub schema: String,
+    /// The body fits the schema.
+    pub valid: bool,
+    /// The first violations (at most [`crate::rules::schema::MAX_VIOLATIONS_LISTED`]).
+    pub violations: Vec<Violation>,
+    /// How many violations there are in all.
+    pub total: usize,
 }
 
 /// One forward of a [`Report`].
@@ -299,6 +318,20 @@ fn report_for(config: &Config, index: usize, plan: &Plan, env: &Value, explain: 
         } else {
             Vec::new()
         },
+        schema: plan
+            .matched
+            .iter()
+            .filter_map(|&i| {
+                let check = config.rules.check_schema(i, env)?;
+                Some(SchemaReport {
+                    rule: rules[i].name.clone(),
+                    schema: check.schema,
+                    valid: check.total == 0,
+                    violations: check.violations,
+                    total: check.total,
+                })
+            })
+            .collect(),
     }
 }
 
