@@ -14,6 +14,11 @@
 //!        │                            through targets::guard (circuit, rate, concurrency)
 //!        │                          then ack (batched) | retry in place | dead-letter then ack
 //!        └── lease keeper, per-key sequencer, intake gate, bounded drain on shutdown
+//!
+//!  SIGHUP / --watch ──> reload_loop: config::load ──> pipeline::reload::decide (pure: what
+//!        reloads, which targets keep their connections) ──> open new targets ──> the worker
+//!        swaps in a new generation (pipeline::generation); messages in flight finish under
+//!        the one they started with
 //! ```
 //!
 //! Modules, one job each:
@@ -22,10 +27,12 @@
 //!   and the pure [`rules::plan::Plan`] of what to do with an event.
 //! - [`pipeline`]: the delivery machinery (concurrency, acks, retries, leases, drain) and its
 //!   policies, each a pure decision module: [`pipeline::retry_budget`],
-//!   [`pipeline::circuit`], [`pipeline::rate_limit`], [`pipeline::backoff`].
+//!   [`pipeline::circuit`], [`pipeline::rate_limit`], [`pipeline::backoff`],
+//!   [`pipeline::reload`].
 //! - [`targets`]: opening configured targets, batching publishes, and the guard that wires the
 //!   policies in front of each target.
-//! - [`runner`]: `veltrix run` wiring; [`testing`]: `veltrix test` (and its explanations for
+//! - [`runner`]: `veltrix run` wiring; [`reload_loop`]: its reloads on SIGHUP and `--watch`;
+//!   [`testing`]: `veltrix test` (and its explanations for
 //!   people); [`playground`]: `veltrix playground`, the rule playground page; [`shutdown`]: signals.
 //! - [`sandbox`]: transforms run in separate processes with time, size and memory budgets.
 //! - [`replay`]: `veltrix dlq replay`, dead letters back to the source after a fix;
@@ -36,6 +43,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod playground;
 pub mod preflight;
+pub mod reload_loop;
 pub mod replay;
 pub mod rules;
 pub mod runner;

@@ -52,6 +52,10 @@ enum Command {
         /// (bare `--metrics-addr` means 127.0.0.1:9464).
         #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464", value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Reload when the config file or a schema it names changes (checked every second; a
+        /// Kubernetes ConfigMap's symlink swap counts). SIGHUP reloads with or without it.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file and its patterns and transforms; connect to nothing unless
     /// `--preflight`.
@@ -300,13 +304,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, metrics_addr } => {
+        Command::Run {
+            config,
+            metrics_addr,
+            watch,
+        } => {
             init_logs(cli.log_format, "info");
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match run(c, RunOptions { metrics_addr }) {
+            match run(c, RunOptions { metrics_addr, watch }) {
                 Ok(summary) => {
                     eprintln!("veltrix: {summary}");
                     ExitCode::SUCCESS

@@ -172,6 +172,9 @@ fn ledger_dir_name(info: &SourceInfo) -> String {
 pub struct RunOptions {
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
     pub metrics_addr: Option<SocketAddr>,
+    /// Reload when the config file or a schema it names changes ([`crate::reload_loop`]);
+    /// SIGHUP reloads either way.
+    pub watch: bool,
 }
 
 /// Runs the worker described by `config` until the source is exhausted or `shutdown` completes.
@@ -215,7 +218,8 @@ pub async fn run_with_abort(
         publishers,
         dead_letter,
         config.settings.clone(),
-    );
+    )
+    .with_config_hash(config.hash.clone());
     if let Some(ledger) = ledger {
         worker = worker.with_failure_ledger(ledger);
     }
@@ -225,7 +229,16 @@ pub async fn run_with_abort(
         None => None,
         Some(addr) => Some(Server::start(addr, install_recorder()?, health).await?),
     };
+    let stop_reloads = tokio_util::sync::CancellationToken::new();
+    let reloads = tokio::spawn(crate::reload_loop::serve(
+        config,
+        worker.reloader(),
+        options.watch,
+        stop_reloads.clone(),
+    ));
     let result = worker.run_with_abort(shutdown, abort).await;
+    stop_reloads.cancel();
+    let _ = reloads.await;
     if let Some(server) = server {
         server.stop().await;
     }

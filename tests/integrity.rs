@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -611,4 +612,95 @@ fn record_files_replay_byte_for_byte_through_the_binary() {
         assert_eq!(r.attributes["n"].data_type(), "Number");
         assert!(!r.attributes.contains_key("veltrix.reason"));
     }
+}
+
+/// A reload while messages are in flight: those that started under generation 1 finish there
+/// (to `out`, slow), every later one follows generation 2 (to `audit`); no message is lost or
+/// sent to both; a reload naming a target the worker does not have is refused and changes
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn a_reload_leaves_messages_in_flight_on_their_generation_and_routes_the_rest_by_the_new_one() {
+    use veltrix::pipeline::settings::TargetLimits;
+    use veltrix::pipeline::{NextGeneration, NextTarget, ReloadError};
+    const MESSAGES: u64 = 200;
+    let src = source("src");
+    for n in 0..MESSAGES {
+        src.push_body(format!("{{\"n\": {n}}}"));
+    }
+    let mut out_cfg = MemoryQueueConfig::named("out");
+    out_cfg.call_latency = Duration::from_millis(200);
+    let targets = Targets {
+        out: MemoryQueue::new(out_cfg),
+        ..Targets::new()
+    };
+    let mut s = settings();
+    s.max_in_flight = 20;
+    let w = worker(&src, rules(FORWARD_ALL), &targets, s);
+    let reloader = w.reloader();
+    let stats = w.stats();
+    let health = w.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(w.run(async move {
+        let _ = stopped.await;
+    }));
+    wait_until(Duration::from_secs(60), "some forwards to out", || {
+        targets.out.len() >= 20
+    })
+    .await;
+
+    let refused = reloader
+        .reload(NextGeneration {
+            hash: "bad".into(),
+            rules: rules(FORWARD_ALL),
+            targets: vec![("nope".into(), NextTarget::Running("nope".into()))],
+            dead_letter: 0,
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(ReloadError::UnknownTarget(ref t)) if t == "nope"),
+        "{refused:?}"
+    );
+    assert_eq!(health.config().0, 1, "still generation 1");
+
+    // Generation 2: the same targets (dlq kept, audit opened afresh), every message to audit.
+    let to_audit = FORWARD_ALL.replace("target = \"out\"", "target = \"audit\"");
+    let fresh_audit = MemoryQueue::named("audit-2");
+    let reloaded = reloader
+        .reload(NextGeneration {
+            hash: "v2".into(),
+            rules: rules(&to_audit),
+            targets: vec![
+                (
+                    "audit".into(),
+                    NextTarget::Open(Arc::new(fresh_audit.clone()), TargetLimits::default()),
+                ),
+                ("dlq".into(), NextTarget::Running("dlq".into())),
+                ("out".into(), NextTarget::Running("out".into())),
+            ],
+            dead_letter: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reloaded.generation, 2);
+    assert_eq!(health.config(), (2, "v2".to_string()));
+    wait_until(Duration::from_secs(600), "every message settled", || {
+        stats.snapshot().forwarded == MESSAGES
+    })
+    .await;
+    let _ = stop.send(());
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(summary.forwarded, MESSAGES, "{summary}");
+    assert_eq!(summary.dead_lettered, 0, "{summary}");
+    assert!(src.is_empty(), "every message acked");
+    let old: BTreeSet<u64> = numbers(&targets.out.snapshot()).into_iter().collect();
+    let new: BTreeSet<u64> = numbers(&fresh_audit.snapshot()).into_iter().collect();
+    assert!(
+        old.len() >= 20 && !new.is_empty(),
+        "old {} new {}",
+        old.len(),
+        new.len()
+    );
+    assert_eq!(old.intersection(&new).count(), 0, "no message in both generations");
+    assert_eq!(old.len() + new.len(), MESSAGES as usize);
+    assert!(targets.audit.is_empty(), "the replaced audit target got nothing");
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,11 @@ struct Running {
 impl Running {
     /// Starts `veltrix run` on `config` with its metrics on a free port; waits until ready.
     async fn start(config: &std::path::Path) -> Running {
+        Self::start_with(config, &[]).await
+    }
+
+    /// [`Running::start`] with more `run` arguments.
+    async fn start_with(config: &std::path::Path, extra: &[&str]) -> Running {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -47,6 +53,7 @@ impl Running {
                 "--metrics-addr",
                 &metrics,
             ])
+            .args(extra)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
@@ -551,4 +558,304 @@ async fn preflight_reports_the_pubsub_delivery_mode() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("at-least-once delivery, ordered by key"), "{stdout}");
+}
+
+// Hot reload (issue 16): the worker binary on LocalStack, reloaded while messages flow.
+
+impl Running {
+    /// Waits (bounded) until the worker's log has `want` lines with event `event`; returns
+    /// them, parsed.
+    async fn wait_for_events(&self, event: &str, want: usize, limit: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found: Vec<serde_json::Value> = self
+                .stderr
+                .lock()
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["event"] == event)
+                .collect();
+            if found.len() >= want {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {want} `{event}` events within {limit:?}: {}",
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn scrape(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Sends `{"n": …}` for every number of `numbers`, ten per `SendMessageBatch`.
+async fn send_numbers(url: &str, numbers: std::ops::Range<u64>) {
+    let target = SqsTarget::new(localstack::client(), url.to_string(), Some(ENDPOINT.into()));
+    let all: Vec<u64> = numbers.collect();
+    for chunk in all.chunks(100) {
+        let messages = chunk
+            .iter()
+            .map(|n| OutboundMessage {
+                body: format!("{{\"n\": {n}}}").into(),
+                ..Default::default()
+            })
+            .collect();
+        for r in target.publish(messages).await {
+            r.expect("send to LocalStack");
+        }
+    }
+}
+
+/// Receives and deletes everything on `url`, which holds `expected` messages once they all
+/// arrived; returns their `n`s.
+async fn drain_numbers(url: &str, expected: usize) -> Vec<u64> {
+    let client = localstack::client();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "drained {} of {expected} from {url}",
+            got.len()
+        );
+        let out = client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages();
+        if messages.is_empty() {
+            continue;
+        }
+        let mut delete = client.delete_message_batch().queue_url(url);
+        for (i, m) in messages.iter().enumerate() {
+            let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            got.push(body["n"].as_u64().unwrap());
+            delete = delete.entries(
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .build()
+                    .unwrap(),
+            );
+        }
+        delete.send().await.unwrap();
+    }
+    got
+}
+
+/// A config reading `src` with SQS targets `targets` (name, queue URL) and `dlq`, forwarding
+/// every message to target `to`.
+fn routing_config(src: &str, targets: &[(&str, &str)], dlq: &str, to: &str) -> String {
+    let target = |name: &str, url: &str| {
+        format!("[targets.{name}]\ntype = \"sqs\"\nqueue_url = \"{url}\"\nendpoint_url = \"{ENDPOINT}\"\n")
+    };
+    let tables: String = targets.iter().map(|(name, url)| target(name, url)).collect();
+    format!(
+        "{}wait_time_secs = 1\npollers = 4\n{tables}{}[pipeline]\ndead_letter = \"dlq\"\n\
+         [[rules]]\nname = \"route\"\nmatch = {{ body = {{ n = [{{ exists = true }}] }} }}\n\
+         actions = [{{ type = \"forward\", target = \"{to}\" }}]\n",
+        sqs_source(src, ENDPOINT),
+        target("dlq", dlq)
+    )
+}
+
+#[tokio::test]
+async fn sighup_switches_rules_while_messages_flow_and_every_message_follows_exactly_one_generation() {
+    const MESSAGES: u64 = 10_000;
+    let (src, a, b, dlq) = (
+        queue("reload-src", 60).await,
+        queue("reload-a", 60).await,
+        queue("reload-b", 60).await,
+        queue("reload-dlq", 60).await,
+    );
+    send_numbers(&src, 0..MESSAGES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("veltrix.toml");
+    std::fs::write(&config, routing_config(&src, &[("a", &a), ("b", &b)], &dlq, "a")).unwrap();
+    let mut worker = Running::start(&config).await;
+    assert!(
+        worker.readyz().await.unwrap().1.contains("config generation 1, hash "),
+        "/readyz names the running config"
+    );
+    // Once a part has gone to `a`, the rule changes to `b` and target `a` goes away.
+    let client = localstack::client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while localstack::depth(&client, &a).await.0 < 1_000 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached `a`: {}",
+            worker.stderr.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v2 = routing_config(&src, &[("b", &b)], &dlq, "b");
+    std::fs::write(&config, &v2).unwrap();
+    worker.signal("HUP");
+    let reloaded = worker
+        .wait_for_events("config_reloaded", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(reloaded[0]["generation"], 2, "{}", reloaded[0]);
+    assert_eq!(reloaded[0]["trigger"], "SIGHUP");
+    assert_eq!(
+        reloaded[0]["targets_kept"], 2,
+        "b and dlq keep their connections: {}",
+        reloaded[0]
+    );
+    assert_eq!(reloaded[0]["targets_opened"], 0);
+    assert_eq!(reloaded[0]["targets_closed"], 1, "a is flushed and closed");
+    let hash = reloaded[0]["hash"].as_str().unwrap().to_string();
+    assert!(worker
+        .readyz()
+        .await
+        .unwrap()
+        .1
+        .contains(&format!("config generation 2, hash {hash}")));
+
+    // An invalid config changes nothing: the failure is logged with its line, counted, and
+    // generation 2 goes on serving.
+    let broken = routing_config(&src, &[("b", &b)], &dlq, "c");
+    std::fs::write(&config, &broken).unwrap();
+    worker.signal("HUP");
+    let failed = worker
+        .wait_for_events("config_reload_failed", 1, Duration::from_secs(30))
+        .await;
+    let line = broken.lines().position(|l| l.contains("target = \"c\"")).unwrap() + 1;
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("veltrix.toml:{line}:")) && error.contains("unknown target `c`"),
+        "{error}"
+    );
+    // A change only a restart can make is refused the same way.
+    std::fs::write(&config, v2.replace("pollers = 4", "pollers = 2")).unwrap();
+    worker.signal("HUP");
+    let failed = worker
+        .wait_for_events("config_reload_failed", 2, Duration::from_secs(30))
+        .await;
+    let error = failed[1]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("not reloaded: this change needs a restart") && error.contains("source.pollers: 4 → 2"),
+        "{error}"
+    );
+    let metrics = worker.scrape().await;
+    assert!(
+        metrics.contains("veltrix_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("veltrix_config_reloads_total{result=\"failed\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("veltrix_config_generation 2"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("veltrix_config_info{{hash=\"{hash}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(worker.readyz().await.unwrap().1.contains("config generation 2"));
+
+    wait_depth(&src, (0, 0), Duration::from_secs(180)).await;
+    worker.signal("TERM");
+    let (code, _) = worker.exit_within(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{}", worker.stderr.lock().unwrap());
+    let (in_a, in_b) = (
+        localstack::depth(&client, &a).await.0,
+        localstack::depth(&client, &b).await.0,
+    );
+    // `a` got everything generation 1 sent it, flushed before it was closed.
+    assert_eq!(
+        in_a + in_b,
+        MESSAGES,
+        "every message was forwarded once: a {in_a}, b {in_b}"
+    );
+    let got_a: BTreeSet<u64> = drain_numbers(&a, in_a as usize).await.into_iter().collect();
+    let got_b: BTreeSet<u64> = drain_numbers(&b, in_b as usize).await.into_iter().collect();
+    assert!(
+        got_a.len() >= 1_000 && !got_b.is_empty(),
+        "a {} b {}",
+        got_a.len(),
+        got_b.len()
+    );
+    assert_eq!(
+        got_a.intersection(&got_b).count(),
+        0,
+        "no message followed both generations"
+    );
+    assert_eq!(
+        got_a.len() + got_b.len(),
+        MESSAGES as usize,
+        "no duplicates within a target"
+    );
+    let all: BTreeSet<u64> = got_a.union(&got_b).copied().collect();
+    assert_eq!(all, (0..MESSAGES).collect(), "none missing");
+    assert_eq!(localstack::depth(&client, &dlq).await, (0, 0), "nothing dead-lettered");
+    for url in [&src, &a, &b, &dlq] {
+        localstack::delete_queue(&client, url).await;
+    }
+}
+
+#[tokio::test]
+async fn watch_reloads_on_a_configmap_style_symlink_swap() {
+    let (src, a, b, dlq) = (
+        queue("watch-src", 60).await,
+        queue("watch-a", 60).await,
+        queue("watch-b", 60).await,
+        queue("watch-dlq", 60).await,
+    );
+    // What the kubelet makes of a mounted ConfigMap: the file is a symlink through `..data`,
+    // itself a symlink to a timestamped directory that an update replaces atomically.
+    let dir = tempfile::tempdir().unwrap();
+    let version = |name: &str, to: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(
+            d.join("veltrix.toml"),
+            routing_config(&src, &[("a", &a), ("b", &b)], &dlq, to),
+        )
+        .unwrap();
+    };
+    version("..2026_12_03_v1", "a");
+    std::os::unix::fs::symlink("..2026_12_03_v1", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/veltrix.toml", dir.path().join("veltrix.toml")).unwrap();
+    let config = dir.path().join("veltrix.toml");
+    let mut worker = Running::start_with(&config, &["--watch"]).await;
+    send_numbers(&src, 0..5).await;
+    let client = localstack::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while localstack::depth(&client, &a).await.0 < 5 {
+        assert!(Instant::now() < deadline, "the first five did not reach `a`");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    version("..2026_12_03_v2", "b");
+    std::os::unix::fs::symlink("..2026_12_03_v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    let reloaded = worker
+        .wait_for_events("config_reloaded", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(reloaded[0]["trigger"], "watch", "{}", reloaded[0]);
+    send_numbers(&src, 5..10).await;
+    wait_depth(&src, (0, 0), Duration::from_secs(30)).await;
+    worker.signal("TERM");
+    let (code, _) = worker.exit_within(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{}", worker.stderr.lock().unwrap());
+    let mut got_a = drain_numbers(&a, 5).await;
+    let mut got_b = drain_numbers(&b, 5).await;
+    got_a.sort_unstable();
+    got_b.sort_unstable();
+    assert_eq!((got_a, got_b), ((0..5).collect(), (5..10).collect()));
+    for url in [&src, &a, &b, &dlq] {
+        localstack::delete_queue(&client, url).await;
+    }
 }

@@ -155,6 +155,11 @@ pub struct Config {
     /// `pipeline.state_dir`, resolved against the config file's directory (`None`: the default
     /// under the temporary directory).
     pub state_dir: Option<PathBuf>,
+    /// What the config consists of, hashed: its text and the schema files its rules name
+    /// (12 hex digits of SHA-256; `/readyz` and `/metrics` show the running one).
+    pub hash: String,
+    /// The schema files the rules name, resolved (a reload watches them with the file).
+    pub schema_files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -244,13 +249,41 @@ pub fn load_str(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>
         invalid(vec![d])
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    validate::validate(raw, path, &base_dir).map_err(|mut problems| {
+    let mut config = validate::validate(raw, path, &base_dir).map_err(|mut problems| {
         for p in &mut problems {
             p.position = p.field.as_deref().and_then(|f| locations.find(f));
         }
         problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
         invalid(problems)
-    })
+    })?;
+    let schemas: Vec<[u8; 32]> = config
+        .rules
+        .rules()
+        .iter()
+        .filter_map(|r| r.schema.as_ref().map(|s| s.digest()))
+        .collect();
+    config.hash = content_hash(text.as_bytes(), schemas.iter().map(|d| &d[..]));
+    Ok(config)
+}
+
+/// Hex digits of a config hash.
+const HASH_DIGITS: usize = 12;
+
+/// The hash of a config's text and its parts (schema digests, or file contents), in order.
+pub fn content_hash<'a>(text: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(text);
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(HASH_DIGITS / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Turns a serde message into a diagnostic with the allowed values and a suggestion.

@@ -530,6 +530,9 @@ pub fn validate(raw: RawConfig, file: &Path, base_dir: &Path) -> Result<Config, 
         settings,
         rules: Arc::new(rule_set),
         state_dir: p.state_dir.as_deref().map(|dir| resolve(base_dir, dir)),
+        // Set by `load_str`, which has the text.
+        hash: String::new(),
+        schema_files: schemas.into_iter().map(|(path, _)| path).collect(),
     })
 }
 
@@ -700,9 +703,6 @@ fn compile_transform(c: &mut Checker, field: String, code: &str) -> Option<Arc<T
     }
 }
 
-fn compile_rule(
-    c: &mut Checker,
-    field: &str,
 /// Reads and compiles the schema file a rule names (each file once: rules that name the same
 /// file share it).
 fn load_schema(
@@ -761,6 +761,9 @@ fn load_schema(
     }
 }
 
+fn compile_rule(
+    c: &mut Checker,
+    field: &str,
     r: &RawRule,
     target_index: &dyn Fn(&str) -> Option<usize>,
     unknown_target: &dyn Fn(String, &str) -> Diagnostic,
@@ -814,7 +817,7 @@ fn load_schema(
         name: r.name.clone(),
         is_final: r.is_final,
         max_attempts: r.max_attempts,
+        schema: None,
         actions,
     }
 }
-        schema: None,

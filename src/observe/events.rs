@@ -16,6 +16,31 @@ veltrix_queue::log_events! {
         /// Targets opened.
         targets: usize,
     }
+    /// A new config took effect: messages received from now on follow it; those in flight
+    /// finish under the generation they started with.
+    ConfigReloaded => INFO "config_reloaded" "config reloaded" {
+        /// The new generation (the config the worker started with is 1).
+        generation: u64,
+        /// Its hash (config text and schema files), as `/readyz` and `/metrics` show it.
+        hash: String,
+        /// What asked for it: `SIGHUP` or `watch`.
+        trigger: &'static str,
+        /// Rules in force.
+        rules: usize,
+        /// Targets that kept their connection.
+        targets_kept: usize,
+        /// Targets opened (new, or with changed settings).
+        targets_opened: usize,
+        /// Targets closed once the old generation's messages are done.
+        targets_closed: usize,
+    }
+    /// A new config did not take effect; the running one stays in force.
+    ConfigReloadFailed => ERROR "config_reload_failed" "config not reloaded; the running config stays in force" {
+        /// What asked for it: `SIGHUP` or `watch`.
+        trigger: &'static str,
+        /// Why, with the file, line and column of config errors.
+        error: String,
+    }
     /// SIGTERM or SIGINT arrived.
     ShutdownSignal => INFO "shutdown_signal" "shutdown signal received" {
         /// `SIGTERM` or `SIGINT`.

@@ -25,6 +25,8 @@ pub struct Health {
     draining: AtomicBool,
     source_problem: Mutex<Option<String>>,
     intake_paused: Mutex<Option<String>>,
+    /// The running config generation and its hash.
+    config: Mutex<(u64, String)>,
     /// Receives in progress, by poller: when each started and how long it may wait.
     receives: Mutex<HashMap<usize, (Instant, Duration)>>,
 }
@@ -60,11 +62,27 @@ impl Health {
         *self.intake_paused.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
-    /// What `/readyz` says when ready: `ready`, or why intake is paused.
+    /// Records the running config generation and its hash.
+    pub fn set_config(&self, generation: u64, hash: &str) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = (generation, hash.to_string());
+    }
+
+    /// The running config generation and its hash (0 and empty before the worker runs).
+    pub fn config(&self) -> (u64, String) {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What `/readyz` says when ready: `ready`, or why intake is paused, then the running
+    /// config (`config generation 2, hash 3f2a…`).
     pub fn ready_note(&self) -> String {
-        match self.intake_paused.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-            None => "ready".into(),
+        let state = match self.intake_paused.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            None => "ready".to_string(),
             Some(why) => format!("ready; intake paused: target outage: {why}"),
+        };
+        match self.config() {
+            (0, _) => state,
+            (generation, hash) if hash.is_empty() => format!("{state}; config generation {generation}"),
+            (generation, hash) => format!("{state}; config generation {generation}, hash {hash}"),
         }
     }
 

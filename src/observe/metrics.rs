@@ -32,13 +32,11 @@ pub enum PublishResult {
     Throttled,
 }
 
-/// Every metric of one worker.
+/// The metrics of one worker that do not depend on its rules and targets (those are
+/// [`RuleMetrics`] and [`TargetMetrics`], registered per config generation and per target).
 pub struct Metrics {
     received: Counter,
     settled: [Counter; 5],
-    rule_matches: Vec<Counter>,
-    publishes: Vec<[Counter; 4]>,
-    publish_duration: Vec<Histogram>,
     in_flight: Gauge,
     backlog: Gauge,
     lease_extensions: Counter,
@@ -51,29 +49,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the metrics for a worker on `source` with these rules and targets.
-    pub fn register(source: &str, rules: &[String], targets: &[String]) -> Self {
+    /// Registers the metrics for a worker on `source`.
+    pub fn register(source: &str) -> Self {
         let source = source.to_string();
         Self {
             received: counter!("veltrix_messages_received_total", "source" => source.clone()),
             settled: OUTCOMES.map(
                 |o| counter!("veltrix_messages_settled_total", "source" => source.clone(), "outcome" => o.as_str()),
             ),
-            rule_matches: rules
-                .iter()
-                .map(|r| counter!("veltrix_rule_matches_total", "rule" => r.clone()))
-                .collect(),
-            publishes: targets
-                .iter()
-                .map(|t| {
-                    ["ok", "transient", "permanent", "throttled"]
-                        .map(|r| counter!("veltrix_target_publishes_total", "target" => t.clone(), "result" => r))
-                })
-                .collect(),
-            publish_duration: targets
-                .iter()
-                .map(|t| histogram!("veltrix_publish_duration_seconds", "target" => t.clone()))
-                .collect(),
             in_flight: gauge!("veltrix_in_flight"),
             backlog: gauge!("veltrix_backlog_messages", "source" => source.clone()),
             lease_extensions: counter!("veltrix_lease_extensions_total"),
@@ -105,23 +88,6 @@ impl Metrics {
     /// Messages waiting in the source.
     pub fn backlog(&self, n: u64) {
         self.backlog.set(n as f64);
-    }
-
-    /// Rule `rule` matched a message.
-    pub fn rule_matched(&self, rule: usize) {
-        if let Some(c) = self.rule_matches.get(rule) {
-            c.increment(1);
-        }
-    }
-
-    /// A publish call to target `target` ended.
-    pub fn published(&self, target: usize, result: PublishResult, took: Duration) {
-        if let Some(c) = self.publishes.get(target) {
-            c[result as usize].increment(1);
-        }
-        if let Some(h) = self.publish_duration.get(target) {
-            h.record(took.as_secs_f64());
-        }
     }
 
     /// A message was dead-lettered for `reason`.
@@ -163,4 +129,66 @@ impl Metrics {
     pub fn processing_took(&self, took: Duration) {
         self.processing_duration.record(took.as_secs_f64());
     }
+}
+
+/// Match counters of one rule set, by rule index (registered per config generation: the same
+/// rule name counts on in the same series).
+pub struct RuleMetrics(Vec<Counter>);
+
+impl RuleMetrics {
+    /// Counters for these rules, in order.
+    pub fn register(rules: &[String]) -> Self {
+        Self(
+            rules
+                .iter()
+                .map(|r| counter!("veltrix_rule_matches_total", "rule" => r.clone()))
+                .collect(),
+        )
+    }
+
+    /// Rule `rule` matched a message.
+    pub fn matched(&self, rule: usize) {
+        if let Some(c) = self.0.get(rule) {
+            c.increment(1);
+        }
+    }
+}
+
+/// Publish counters and durations of one target.
+pub struct TargetMetrics {
+    publishes: [Counter; 4],
+    duration: Histogram,
+}
+
+impl TargetMetrics {
+    /// The metrics of target `name`.
+    pub fn register(name: &str) -> Self {
+        Self {
+            publishes: ["ok", "transient", "permanent", "throttled"]
+                .map(|r| counter!("veltrix_target_publishes_total", "target" => name.to_string(), "result" => r)),
+            duration: histogram!("veltrix_publish_duration_seconds", "target" => name.to_string()),
+        }
+    }
+
+    /// A publish call ended.
+    pub fn published(&self, result: PublishResult, took: Duration) {
+        self.publishes[result as usize].increment(1);
+        self.duration.record(took.as_secs_f64());
+    }
+}
+
+/// The running config generation and the reloads, as metrics: `veltrix_config_generation`
+/// (1, 2, …), `veltrix_config_info{hash}` (1 for the running config, 0 for the ones it
+/// replaced) and `veltrix_config_reloads_total{result="ok|failed"}`.
+pub fn config_running(generation: u64, hash: &str, replaced: Option<&str>) {
+    gauge!("veltrix_config_generation").set(generation as f64);
+    if let Some(old) = replaced.filter(|old| *old != hash) {
+        gauge!("veltrix_config_info", "hash" => old.to_string()).set(0.0);
+    }
+    gauge!("veltrix_config_info", "hash" => hash.to_string()).set(1.0);
+}
+
+/// Counts a reload that took effect (`ok`) or did not (`failed`).
+pub fn config_reload(ok: bool) {
+    counter!("veltrix_config_reloads_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
 }

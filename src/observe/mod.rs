@@ -17,6 +17,9 @@
 //! | `veltrix_receive_duration_seconds`, `veltrix_ack_duration_seconds` | histogram | |
 //! | `veltrix_publish_duration_seconds` | histogram | `target` |
 //! | `veltrix_processing_duration_seconds` | histogram | |
+//! | `veltrix_config_generation` | gauge | (the running config generation, from 1) |
+//! | `veltrix_config_info` | gauge | `hash` (1 for the running config, 0 for those it replaced) |
+//! | `veltrix_config_reloads_total` | counter | `result` (ok, failed) |
 
 /// Every metric name veltrix exports (histograms add `_bucket`, `_sum`, `_count`).
 pub const METRIC_NAMES: &[&str] = &[
@@ -37,6 +40,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "veltrix_ack_duration_seconds",
     "veltrix_publish_duration_seconds",
     "veltrix_processing_duration_seconds",
+    "veltrix_config_generation",
+    "veltrix_config_info",
+    "veltrix_config_reloads_total",
 ];
 
 pub mod events;

@@ -32,12 +32,14 @@ pub mod byte_budget;
 pub mod circuit;
 pub mod dead_letters;
 pub mod failure_ledger;
+pub mod generation;
 pub mod intake;
 pub mod lease;
 pub mod own_attributes;
 pub mod poller_scale;
 pub mod process;
 pub mod rate_limit;
+pub mod reload;
 pub mod retry_budget;
 pub mod sequencer;
 pub mod settings;
@@ -47,10 +49,12 @@ use crate::observe::events::{
     DrainAborted, DrainGraceExceeded, DrainTimedOut, Draining, LedgerWriteFailed, LogEvent, PollerFailed,
     ReceiveFailed, ReleaseFailed,
 };
+pub use generation::{NextGeneration, NextTarget, ReloadError, Reloaded, Reloader};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures::StreamExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -58,7 +62,7 @@ use tokio_util::task::TaskTracker;
 use veltrix_queue::{Delivery, Publisher, QueueError, Received, Source, SourceInfo};
 
 use crate::observe::health::Health;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Metrics, RuleMetrics};
 use crate::pipeline::acker::{AckSender, Acker};
 use crate::pipeline::byte_budget::{ByteBudget, HeldBytes};
 use crate::pipeline::failure_ledger::FailureLedger;
@@ -104,7 +108,8 @@ pub enum PipelineError {
     Sandbox(#[from] StartError),
 }
 
-/// Everything a processing task needs, shared.
+/// Everything a processing task needs: one config generation's rules, transforms and targets
+/// ([`generation`]), with what every generation shares.
 pub struct Context {
     /// The source.
     pub source: Arc<dyn Source>,
@@ -112,8 +117,10 @@ pub struct Context {
     pub source_info: SourceInfo,
     /// Compiled rules.
     pub rules: Arc<RuleSet>,
-    /// Targets, by index.
-    pub targets: Vec<BatchingPublisher>,
+    /// Match counters of `rules`.
+    pub rule_metrics: RuleMetrics,
+    /// Targets, by index (shared with the generations that kept them).
+    pub targets: Vec<Arc<BatchingPublisher>>,
     /// Index of the dead-letter target.
     pub dead_letter: usize,
     /// Settings.
@@ -134,6 +141,14 @@ pub struct Context {
     /// Own failure counts of messages released to a source that cannot carry them
     /// ([`failure_ledger`]); `None` keeps them in the message only.
     pub ledger: Option<Arc<FailureLedger>>,
+    /// The generation's number (the config the worker started with is 1).
+    pub generation: u64,
+    /// The generation's config hash.
+    pub hash: String,
+    /// The messages processed under this generation.
+    pub in_use: TaskTracker,
+    /// Cancelled when a newer generation replaced this one.
+    pub retired: CancellationToken,
 }
 
 /// A message received and holding an in-flight permit and a lease.
@@ -169,6 +184,9 @@ pub struct Worker {
     stats: Arc<Stats>,
     health: Arc<Health>,
     ledger: Option<Arc<FailureLedger>>,
+    hash: String,
+    reloader: Reloader,
+    reloads: tokio::sync::mpsc::Receiver<generation::ReloadRequest>,
 }
 
 impl Worker {
@@ -181,6 +199,7 @@ impl Worker {
         settings: Settings,
     ) -> Self {
         assert!(dead_letter < targets.len(), "dead-letter target index out of range");
+        let (reloader, reloads) = generation::channel();
         Self {
             source,
             rules,
@@ -190,7 +209,22 @@ impl Worker {
             stats: Arc::default(),
             health: Arc::default(),
             ledger: None,
+            hash: String::new(),
+            reloader,
+            reloads,
         }
+    }
+
+    /// Names the config the worker starts with by `hash` (shown in `/readyz` and `/metrics`).
+    pub fn with_config_hash(mut self, hash: impl Into<String>) -> Self {
+        self.hash = hash.into();
+        self
+    }
+
+    /// A handle that switches the running worker to new rules and targets
+    /// ([`generation`]); its calls fail once the worker has stopped.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Keeps the own failure counts of messages the source cannot carry them for (SQS FIFO,
@@ -233,7 +267,12 @@ impl Worker {
             stats,
             health,
             ledger,
+            hash,
+            reloader,
+            mut reloads,
         } = self;
+        // Reload calls made after the worker stopped fail instead of waiting.
+        drop(reloader);
         let sandbox = if rules.transforms().is_empty() {
             None
         } else {
@@ -246,8 +285,9 @@ impl Worker {
         };
         let source_info = source.info();
         let rule_names: Vec<String> = rules.rules().iter().map(|r| r.name.clone()).collect();
-        let target_names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
-        stats.register_metrics(Metrics::register(&source_info.name, &rule_names, &target_names));
+        stats.register_metrics(Metrics::register(&source_info.name));
+        crate::observe::metrics::config_running(1, &hash, None);
+        health.set_config(1, &hash);
         let stop_keeper = CancellationToken::new();
         let (leases, keeper_task) =
             LeaseKeeper::spawn(source.clone(), settings.max_lease, stats.clone(), stop_keeper.clone());
@@ -265,20 +305,26 @@ impl Worker {
                 ))
             })
             .collect();
-        let intake = IntakeGate::new(guards.clone(), intake_changed);
-        let targets: Vec<BatchingPublisher> = targets
+        let intake = IntakeGate::new(guards.clone(), intake_changed.clone());
+        let shared = generation::Shared { intake_changed };
+        let targets: Vec<Arc<BatchingPublisher>> = targets
             .into_iter()
             .zip(guards)
-            .enumerate()
-            .map(|(index, ((name, publisher), guard))| {
-                BatchingPublisher::spawn(name, index, publisher, guard, settings.publish_linger, stats.clone())
+            .map(|((name, publisher), guard)| {
+                Arc::new(BatchingPublisher::spawn(
+                    name,
+                    publisher,
+                    guard,
+                    settings.publish_linger,
+                ))
             })
             .collect();
         let draining = CancellationToken::new();
-        let ctx = Arc::new(Context {
+        let current = Arc::new(ArcSwap::from_pointee(Context {
             source_info,
             health: health.clone(),
             source: source.clone(),
+            rule_metrics: RuleMetrics::register(&rule_names),
             rules,
             targets,
             dead_letter,
@@ -289,7 +335,12 @@ impl Worker {
             intake,
             draining: draining.clone(),
             ledger: ledger.clone(),
-        });
+            generation: 1,
+            hash,
+            in_use: TaskTracker::new(),
+            retired: CancellationToken::new(),
+        }));
+        let mut retiring: Option<tokio::task::JoinHandle<()>> = None;
         let tasks = TaskTracker::new();
         let sequencer: Arc<Sequencer<Work>> = Arc::default();
         let permits = Arc::new(Semaphore::new(settings.max_in_flight));
@@ -299,7 +350,7 @@ impl Worker {
         let (grow, mut grow_requests) = tokio::sync::mpsc::unbounded_channel::<()>();
         let template = Poller {
             id: 0,
-            ctx: ctx.clone(),
+            current: current.clone(),
             leases: leases.clone(),
             permits: permits.clone(),
             bytes: bytes.clone(),
@@ -342,6 +393,30 @@ impl Worker {
                     health.set_draining();
                     draining.cancel();
                 }
+                // A new config generation: messages received from now on follow it.
+                Some(request) = reloads.recv() => {
+                    let result = if shutdown_seen || draining.is_cancelled() {
+                        Err(ReloadError::Stopping)
+                    } else {
+                        let old = current.load_full();
+                        let number = old.generation + 1;
+                        match generation::build(&old, request.next, number, &shared).await {
+                            Ok(next) => {
+                                let next = Arc::new(next);
+                                current.store(next.clone());
+                                crate::observe::metrics::config_running(number, &next.hash, Some(&old.hash));
+                                health.set_config(number, &next.hash);
+                                // Pollers waiting out an old target's outage look again.
+                                shared.intake_changed.notify_waiters();
+                                let before = retiring.take();
+                                retiring = Some(tokio::spawn(generation::retire(old, next, before)));
+                                Ok(Reloaded { generation: number })
+                            }
+                            Err(e) => Err(e),
+                        }
+                    };
+                    let _ = request.reply.send(result);
+                }
                 // A poller's receive came back full: one more poller (up to max_pollers).
                 Some(()) = grow_requests.recv(), if !shutdown_seen && !draining.is_cancelled() => {
                     spawn_poller(&mut pollers);
@@ -372,8 +447,10 @@ impl Worker {
             }
         }
         draining.cancel();
-        // The poller template holds the context; drop it so the targets can be finished below.
+        // Reloads asked for from now on fail at once.
+        drop(reloads);
         drop(template);
+        let ctx = current.load_full();
         let drain_deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + settings.drain_timeout);
         if !aborted {
             release_unstarted(&ctx, &sequencer).await;
@@ -409,10 +486,13 @@ impl Worker {
                     LedgerWriteFailed { error: e.to_string() }.emit();
                 }
             }
-            if let Some(ctx) = Arc::into_inner(ctx) {
-                for target in ctx.targets {
-                    target.finish().await;
-                }
+            // Older generations' targets first (they wait for their messages, all done or
+            // released by now), then the running generation's.
+            if let Some(retiring) = retiring {
+                let _ = retiring.await;
+            }
+            for target in &ctx.targets {
+                target.finish().await;
             }
         };
         if tokio::time::timeout(grace, finish).await.is_err() {
@@ -471,7 +551,8 @@ async fn release_all(ctx: &Context, tokens: Vec<veltrix_queue::AckToken>) {
 #[derive(Clone)]
 struct Poller {
     id: usize,
-    ctx: Arc<Context>,
+    /// The running generation (each receive dispatches under the one current when it returns).
+    current: Arc<ArcSwap<Context>>,
     leases: LeaseKeeper,
     permits: Arc<Semaphore>,
     bytes: Arc<ByteBudget>,
@@ -487,23 +568,30 @@ struct Poller {
 /// A receive that is under way when the drain starts is waited for (bounded) and what it
 /// brought is released at once, so no message stays hidden for its visibility timeout.
 async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineError> {
-    let ctx = &p.ctx;
-    let wait = ctx.settings.receive_wait;
-    let limits = ctx.source.limits();
+    let first_generation = p.current.load_full();
+    let wait = first_generation.settings.receive_wait;
+    let limits = first_generation.source.limits();
     let batch_max = limits.max_receive_batch.max(1);
-    let receive_reserve = ctx.settings.receive_reserve_for(&limits);
+    let receive_reserve = first_generation.settings.receive_reserve_for(&limits);
+    drop(first_generation);
     let mut failure_delay = RECEIVE_RETRY_DELAY;
     let mut empty_in_a_row = 0u32;
     loop {
+        let ctx = &p.current.load_full();
         if let Some(reason) = ctx.intake.paused_for() {
             // A target is in an outage: receive nothing (messages stay in the queue, where
-            // their delivery counts are not spent) until its circuit closes.
+            // their delivery counts are not spent) until its circuit closes, or a new
+            // generation replaces the targets.
             ctx.health.set_intake_paused(Some(reason));
-            let open = ctx.intake.wait_open(&draining).await;
+            let open = tokio::select! {
+                open = ctx.intake.wait_open(&draining) => open,
+                _ = ctx.retired.cancelled() => true,
+            };
             ctx.health.set_intake_paused(None);
             if !open {
                 return Ok(());
             }
+            continue;
         }
         let first = tokio::select! {
             biased;
@@ -601,6 +689,9 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
             let _ = p.grow.send(());
         }
         ctx.stats.received(deliveries.len() as u64);
+        // Under the generation running now, which may be newer than the one the receive
+        // started under.
+        let ctx = &p.current.load_full();
         let mut held = held.into_iter();
         for delivery in deliveries {
             let lease = p.leases.register(delivery.token.clone());
@@ -613,22 +704,25 @@ async fn poll(p: Poller, draining: CancellationToken) -> Result<(), PipelineErro
                 },
                 delivery,
             };
-            dispatch(ctx, &p.sequencer, &p.tasks, &draining, work);
+            dispatch(ctx, &p.current, &p.sequencer, &p.tasks, &draining, work);
         }
     }
 }
 
 fn dispatch(
     ctx: &Arc<Context>,
+    current: &Arc<ArcSwap<Context>>,
     sequencer: &Arc<Sequencer<Work>>,
     tasks: &TaskTracker,
     draining: &CancellationToken,
     work: Work,
 ) {
-    let ctx = ctx.clone();
     match work.delivery.ordering_key.clone() {
         None => {
+            let ctx = ctx.clone();
+            let in_use = ctx.in_use.token();
             tasks.spawn(async move {
+                let _in_use = in_use;
                 let Work { delivery, held: _held } = work;
                 process::process(&ctx, delivery).await;
             });
@@ -639,9 +733,18 @@ fn dispatch(
             };
             let sequencer = sequencer.clone();
             let draining = draining.clone();
+            let current = current.clone();
+            // The first message of the key counts under the generation that received it.
+            let mut in_use = Some(ctx.in_use.token());
+            let mut ctx = ctx.clone();
             tasks.spawn(async move {
                 let mut next = Some(first);
                 while let Some(Work { delivery, held: _held }) = next {
+                    // Each message of the key starts under the generation running then.
+                    if in_use.is_none() {
+                        ctx = current.load_full();
+                    }
+                    let _in_use = in_use.take().unwrap_or_else(|| ctx.in_use.token());
                     if let Settled::Retried(delay) = process::process(&ctx, delivery).await {
                         // Keep the key's order: what queued behind a retried message waits as long.
                         for held_back in sequencer.take_queued(&key) {

@@ -137,7 +137,7 @@ async fn process_inner(ctx: &Context, mut d: Delivery) -> Settled {
         if first {
             first = false;
             for &rule in &plan.matched {
-                ctx.stats.rule_matched(rule);
+                ctx.rule_metrics.matched(rule);
             }
         }
         let attempt = match run_transforms(ctx, &mut plan).await {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::observe::metrics::{Metrics, PublishResult};
+use crate::observe::metrics::Metrics;
 use crate::rules::plan::Outcome;
 
 /// Live counters, shared by every task of a worker; each event is counted here (for the summary
@@ -92,20 +92,6 @@ impl Stats {
     pub fn backlog(&self, n: u64) {
         if let Some(m) = self.metrics() {
             m.backlog(n);
-        }
-    }
-
-    /// Counts a match of rule `rule`.
-    pub fn rule_matched(&self, rule: usize) {
-        if let Some(m) = self.metrics() {
-            m.rule_matched(rule);
-        }
-    }
-
-    /// Records one publish call to target `target`.
-    pub fn published(&self, target: usize, result: PublishResult, took: Duration) {
-        if let Some(m) = self.metrics() {
-            m.published(target, result, took);
         }
     }
 

@@ -1,7 +1,7 @@
 //! A batching front for a [`Publisher`]: callers send one message and await its own result,
 //! while a task publishes what has queued up in provider-sized batches.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -9,9 +9,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use veltrix_queue::{OutboundMessage, Publisher, QueueError};
 
-use crate::observe::metrics::PublishResult;
+use crate::observe::metrics::{PublishResult, TargetMetrics};
 use crate::pipeline::batch::{spawn_batcher, Batcher};
-use crate::pipeline::stats::Stats;
 use crate::targets::guard::{AfterResult, TargetGuard};
 
 /// Publish calls in flight at once per target.
@@ -45,25 +44,20 @@ pub struct BatchingPublisher {
     dedup_ids: bool,
     guard: Arc<TargetGuard>,
     tx: UnboundedSender<Pending>,
-    batcher: Batcher,
+    /// Taken by the first [`BatchingPublisher::finish`].
+    batcher: Mutex<Option<Batcher>>,
 }
 
 impl BatchingPublisher {
     /// Starts the batch task for `publisher`, sending through `guard`.
-    pub fn spawn(
-        name: String,
-        index: usize,
-        publisher: Arc<dyn Publisher>,
-        guard: Arc<TargetGuard>,
-        linger: Duration,
-        stats: Arc<Stats>,
-    ) -> Self {
+    pub fn spawn(name: String, publisher: Arc<dyn Publisher>, guard: Arc<TargetGuard>, linger: Duration) -> Self {
         let description = publisher.describe();
         let dedup_ids = publisher.uses_dedup_ids();
         let max = publisher.max_batch();
+        let metrics = Arc::new(TargetMetrics::register(&name));
         let (tx, batcher) = spawn_batcher(max, linger, PUBLISH_CONCURRENCY, move |batch: Vec<Pending>| {
             let publisher = publisher.clone();
-            let stats = stats.clone();
+            let metrics = metrics.clone();
             async move {
                 let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 let count = messages.len();
@@ -87,7 +81,7 @@ impl BatchingPublisher {
                         Err(e) if e.is_transient() => PublishResult::Transient,
                         Err(_) => PublishResult::Permanent,
                     };
-                    stats.published(index, result, took);
+                    metrics.published(result, took);
                 }
                 results.resize_with(count, || {
                     Err(QueueError::transient("the target returned fewer results than messages"))
@@ -103,12 +97,12 @@ impl BatchingPublisher {
             dedup_ids,
             guard,
             tx,
-            batcher,
+            batcher: Mutex::new(Some(batcher)),
         }
     }
 
     /// The target's guard (circuit, rate, concurrency).
-    pub fn guard(&self) -> &TargetGuard {
+    pub fn guard(&self) -> &Arc<TargetGuard> {
         &self.guard
     }
 
@@ -164,8 +158,11 @@ impl BatchingPublisher {
         })
     }
 
-    /// Flushes what was sent and stops.
-    pub async fn finish(self) {
-        self.batcher.finish().await;
+    /// Flushes what was sent and stops (once: later calls return at once).
+    pub async fn finish(&self) {
+        let batcher = self.batcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(batcher) = batcher {
+            batcher.finish().await;
+        }
     }
 }
