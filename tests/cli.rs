@@ -24,6 +24,23 @@ fn json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `veltrix test --format json` on `config` and `events`: one report per line, parsed.
+fn test_json(config: &Path, events: &Path) -> Vec<Value> {
+    let out = veltrix(&[
+        "test",
+        "-c",
+        config.to_str().unwrap(),
+        events.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Copies the quick start into a fresh directory so the test does not touch `examples/out`.
 fn quickstart_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -153,19 +170,7 @@ fn check_reports_the_line_of_a_bad_field_and_exits_2() {
 #[test]
 fn test_command_prints_matches_without_side_effects() {
     let dir = quickstart_copy();
-    let out = veltrix(&[
-        "test",
-        "-c",
-        dir.path().join("quickstart.toml").to_str().unwrap(),
-        dir.path().join("events.jsonl").to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = test_json(&dir.path().join("quickstart.toml"), &dir.path().join("events.jsonl"));
     assert_eq!(lines.len(), 14);
     assert_eq!(lines[2]["matched"], serde_json::json!(["orders", "large-orders"]));
     assert_eq!(lines[2]["outcome"], "forward");
@@ -662,19 +667,7 @@ fn bodies_that_do_not_fit_their_rules_schema_are_dead_lettered_naming_pointer_an
 
     // `veltrix test` shows the check, for scripts and for people.
     let events = dir.path().join("events.jsonl");
-    let out = veltrix(&[
-        "test",
-        "-c",
-        config.to_str().unwrap(),
-        events.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = test_json(&config, &events);
     assert_eq!(lines[0]["outcome"], "forward");
     assert_eq!(
         lines[0]["schema"],

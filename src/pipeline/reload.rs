@@ -106,78 +106,37 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<String> {
             changes.push(format!("source: {a} → {b}"));
         }
     }
-    let mut compare = |field: &str, a: String, b: String| {
-        if a != b {
-            changes.push(format!("{field}: {a} → {b}"));
-        }
-    };
     let (a, b) = (&running.settings, &next.settings);
-    compare(
-        "source.max_in_flight",
-        a.max_in_flight.to_string(),
-        b.max_in_flight.to_string(),
-    );
-    compare("source.pollers", a.pollers.to_string(), b.pollers.to_string());
-    compare(
-        "source.max_pollers",
-        a.max_pollers.to_string(),
-        b.max_pollers.to_string(),
-    );
-    compare(
-        "source.wait_time_secs",
-        format!("{:?}", a.receive_wait),
-        format!("{:?}", b.receive_wait),
-    );
-    compare(
-        "pipeline.retry (backoff)",
-        format!("{:?}", a.retry),
-        format!("{:?}", b.retry),
-    );
-    compare(
-        "pipeline.drain_timeout_secs",
-        format!("{:?}", a.drain_timeout),
-        format!("{:?}", b.drain_timeout),
-    );
-    compare(
-        "pipeline.max_lease_secs",
-        format!("{:?}", a.max_lease),
-        format!("{:?}", b.max_lease),
-    );
-    compare(
-        "pipeline.ack_flush_ms",
-        format!("{:?}", a.ack_linger),
-        format!("{:?}", b.ack_linger),
-    );
-    compare(
-        "pipeline.publish_flush_ms",
-        format!("{:?}", a.publish_linger),
-        format!("{:?}", b.publish_linger),
-    );
-    compare(
-        "source.max_body_bytes",
-        a.max_body_bytes.to_string(),
-        b.max_body_bytes.to_string(),
-    );
-    compare(
-        "source.max_in_flight_bytes",
-        a.max_in_flight_bytes.to_string(),
-        b.max_in_flight_bytes.to_string(),
-    );
-    compare(
-        "receive reservation",
-        format!("{:?}", a.receive_reserve_bytes),
-        format!("{:?}", b.receive_reserve_bytes),
-    );
-    compare(
-        "pipeline.transform",
-        format!("{:?}", a.sandbox),
-        format!("{:?}", b.sandbox),
-    );
-    compare(
-        "pipeline.state_dir",
-        format!("{:?}", running.state_dir),
-        format!("{:?}", next.state_dir),
-    );
+    let restart_only: [(&str, &dyn fmt::Debug, &dyn fmt::Debug); 14] = [
+        ("source.max_in_flight", &a.max_in_flight, &b.max_in_flight),
+        ("source.pollers", &a.pollers, &b.pollers),
+        ("source.max_pollers", &a.max_pollers, &b.max_pollers),
+        ("source.wait_time_secs", &a.receive_wait, &b.receive_wait),
+        ("pipeline.retry (backoff)", &a.retry, &b.retry),
+        ("pipeline.drain_timeout_secs", &a.drain_timeout, &b.drain_timeout),
+        ("pipeline.max_lease_secs", &a.max_lease, &b.max_lease),
+        ("pipeline.ack_flush_ms", &a.ack_linger, &b.ack_linger),
+        ("pipeline.publish_flush_ms", &a.publish_linger, &b.publish_linger),
+        ("source.max_body_bytes", &a.max_body_bytes, &b.max_body_bytes),
+        (
+            "source.max_in_flight_bytes",
+            &a.max_in_flight_bytes,
+            &b.max_in_flight_bytes,
+        ),
+        (
+            "receive reservation",
+            &a.receive_reserve_bytes,
+            &b.receive_reserve_bytes,
+        ),
+        ("pipeline.transform", &a.sandbox, &b.sandbox),
+        ("pipeline.state_dir", &running.state_dir, &next.state_dir),
+    ];
+    for (field, was, now) in restart_only {
+        let (was, now) = (format!("{was:?}"), format!("{now:?}"));
+        if was != now {
+            changes.push(format!("{field}: {was} → {now}"));
+        }
+    }
     changes
 }
 
