@@ -69,6 +69,11 @@ fn all_vectors_pass_individually() {
         let mut out = Vec::new();
         set.matches(&v.event, &mut out);
         let got = out == [0];
+        // The worker's hot path: straight from the event's exact text to leaves.
+        let mut from_bytes = Vec::new();
+        set.matches_json("body", v.event_text.as_bytes(), &json!({}), &mut from_bytes)
+            .expect("vector events are JSON");
+        assert_eq!(from_bytes, out, "matching from bytes disagrees on #{}", v.id);
         if got != v.matches {
             failures.push(format!("#{}: expected {}, got {}\n  {}", v.id, v.matches, got, v.text));
         }
@@ -103,6 +108,10 @@ fn all_vectors_pass_in_one_set() {
         let mut via_pruned = Vec::new();
         set.matches(&json!({ "body": pruned }), &mut via_pruned);
         assert_eq!(via_pruned, out, "pruned decoding changed the matches of #{}", v.id);
+        let mut from_bytes = Vec::new();
+        set.matches_json("body", v.event_text.as_bytes(), &json!({}), &mut from_bytes)
+            .expect("vector events are JSON");
+        assert_eq!(from_bytes, out, "matching from bytes changed the matches of #{}", v.id);
         if out.contains(&i) != v.matches {
             failures.push(format!("#{}: expected {}\n  {}", v.id, v.matches, v.text));
         }

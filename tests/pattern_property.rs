@@ -445,6 +445,26 @@ fn indexed_matcher_agrees_with_naive_reference() {
             let mut via_pruned = Vec::new();
             body_set.matches(&serde_json::json!({ "body": pruned }), &mut via_pruned);
             assert_eq!(via_pruned, want, "pruned decoding changed the matches\nevent: {ev}");
+            // Matching straight from bytes, split as the worker splits the envelope: one member
+            // as JSON text, the others as a tree.
+            let mut via_bytes = Vec::new();
+            body_set
+                .matches_json("body", ev.to_string().as_bytes(), &json!({}), &mut via_bytes)
+                .expect("valid JSON matches");
+            assert_eq!(via_bytes, want, "matching from bytes changed the matches\nevent: {ev}");
+            for field in ev.as_object().expect("events are objects").keys() {
+                let mut rest = ev.clone();
+                let member = rest.as_object_mut().unwrap().remove(field).unwrap();
+                let mut split = Vec::new();
+                set.matches_json(field, member.to_string().as_bytes(), &rest, &mut split)
+                    .expect("valid JSON matches");
+                assert_eq!(
+                    split,
+                    want,
+                    "matching member {field:?} from bytes changed the matches\nevent: {ev}\npatterns: {}",
+                    serde_json::to_string(&pats).unwrap()
+                );
+            }
             for (i, p) in pats.iter().enumerate() {
                 assert_eq!(
                     set.explain(i, &ev).matched,

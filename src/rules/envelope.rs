@@ -54,8 +54,25 @@ pub fn build_only(
     delivery_attempt: u32,
     fields: Fields,
 ) -> Value {
-    let mut envelope = Map::new();
+    let mut envelope = members(attributes, source, delivery_attempt, fields);
     envelope.insert("body".into(), body);
+    Value::Object(envelope)
+}
+
+/// The envelope's members other than `body`, only `fields` of them: what matching straight from
+/// the body's bytes needs besides the bytes (see
+/// [`PatternSet::matches_json`](crate::rules::pattern::PatternSet::matches_json)).
+pub fn build_without_body(
+    attributes: &Attributes,
+    source: &SourceInfo,
+    delivery_attempt: u32,
+    fields: Fields,
+) -> Value {
+    Value::Object(members(attributes, source, delivery_attempt, fields))
+}
+
+fn members(attributes: &Attributes, source: &SourceInfo, delivery_attempt: u32, fields: Fields) -> Map<String, Value> {
+    let mut envelope = Map::new();
     if fields.attributes {
         let attributes: Map<String, Value> = attributes
             .iter()
@@ -72,7 +89,7 @@ pub fn build_only(
     if fields.delivery_attempt {
         envelope.insert("delivery_attempt".into(), Value::from(delivery_attempt));
     }
-    Value::Object(envelope)
+    envelope
 }
 
 /// Builds the envelope patterns and transforms see.

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod schema;
 pub mod transform;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -195,8 +196,13 @@ impl RuleSet {
     pub fn matching(&self, envelope: &Value, out: &mut Vec<usize>) {
         out.clear();
         self.patterns.matches(envelope, out);
-        if let Some(cut) = out.iter().position(|&i| self.rules[i].is_final) {
-            out.truncate(cut + 1);
+        self.stop_at_final(out);
+    }
+
+    /// Drops the matches after the first `final` rule.
+    fn stop_at_final(&self, matched: &mut Vec<usize>) {
+        if let Some(cut) = matched.iter().position(|&i| self.rules[i].is_final) {
+            matched.truncate(cut + 1);
         }
     }
 
@@ -247,10 +253,12 @@ impl RuleSet {
         crate::pipeline::dead_letters::truncate(&format!("nearest: {}", parts.join(" | ")), MAX_EXPLAIN_BYTES)
     }
 
-    /// Decides what to do with a message from its raw parts: the body is parsed only as far as
-    /// patterns look (see [`PatternSet::decode_pruned`]), and in full only when a matched rule
-    /// has a transform. A body that is not JSON is a string; one that is not UTF-8 is
-    /// dead-lettered as `undecodable_body`.
+    /// Decides what to do with a message from its raw parts. The body is matched straight from
+    /// its bytes (see [`PatternSet::matches_json`]: no JSON tree is built for matching), and
+    /// decoded as a tree only when the plan needs one: in full when a matched rule has a
+    /// transform or a schema, pruned to pattern paths to explain an unmatched event. A body
+    /// that is not JSON is a string; one that is not UTF-8 is dead-lettered as
+    /// `undecodable_body`.
     pub fn plan_message(
         &self,
         body: &[u8],
@@ -258,10 +266,22 @@ impl RuleSet {
         source: &SourceInfo,
         delivery_attempt: u32,
     ) -> Plan {
-        let for_matching = match self.patterns.decode_pruned("body", body) {
-            Ok(v) => v,
-            Err(_) => match std::str::from_utf8(body) {
-                Ok(text) => Value::String(text.to_string()),
+        let fields = self.matching_fields;
+        let mut matched = Vec::new();
+        let rest = envelope::build_without_body(attributes, source, delivery_attempt, fields);
+        if self.patterns.matches_json("body", body, &rest, &mut matched).is_ok() {
+            self.stop_at_final(&mut matched);
+            if !self.needs_full_envelope(&matched) {
+                let pruned = || {
+                    // The bytes were just decoded without error by the same parser.
+                    let body = self.patterns.decode_pruned("body", body).unwrap_or(Value::Null);
+                    Cow::Owned(envelope::build_only(body, attributes, source, delivery_attempt, fields))
+                };
+                return self.plan_decided(matched, &pruned, delivery_attempt);
+            }
+        } else {
+            let text = match std::str::from_utf8(body) {
+                Ok(text) => text,
                 Err(e) => {
                     let error = envelope::UndecodableBody {
                         offset: e.valid_up_to(),
@@ -269,16 +289,21 @@ impl RuleSet {
                     .to_string();
                     return Plan::dead_letter(Reason::UndecodableBody, None, error, self.default_max_attempts);
                 }
-            },
-        };
-        let env = envelope::build_only(for_matching, attributes, source, delivery_attempt, self.matching_fields);
-        let mut matched = Vec::new();
-        self.matching(&env, &mut matched);
-        if !self.needs_full_envelope(&matched) {
-            return self.plan_matched(matched, &env, delivery_attempt);
+            };
+            let env = envelope::build_only(
+                Value::String(text.to_string()),
+                attributes,
+                source,
+                delivery_attempt,
+                fields,
+            );
+            self.matching(&env, &mut matched);
+            if !self.needs_full_envelope(&matched) {
+                return self.plan_matched(matched, &env, delivery_attempt);
+            }
         }
-        // The pruned decode skips what no pattern reads without validating it (invalid UTF-8
-        // inside an unread string, say); the full decode does not, so it can still fail here.
+        // Matching skips what no pattern reads without validating it (invalid UTF-8 inside an
+        // unread string, say); the full decode does not, so it can still fail here.
         let full_body = match envelope::decode_body(body) {
             Ok(v) => v,
             Err(e) => {
@@ -314,7 +339,11 @@ impl RuleSet {
     }
 
     /// The dead letter of the first matched rule whose schema the body does not fit.
-    fn schema_violation(&self, matched: &[usize], envelope: &Value) -> Option<DeadLetter> {
+    fn schema_violation<'e>(&self, matched: &[usize], envelope: &dyn Fn() -> Cow<'e, Value>) -> Option<DeadLetter> {
+        if !matched.iter().any(|&i| self.rules[i].schema.is_some()) {
+            return None;
+        }
+        let envelope = envelope();
         let body = envelope.get("body").unwrap_or(&Value::Null);
         matched.iter().find_map(|&i| {
             let rule = &self.rules[i];
@@ -343,6 +372,17 @@ impl RuleSet {
 
     /// Like [`RuleSet::plan`], for rules already matched.
     pub fn plan_matched(&self, matched: Vec<usize>, envelope: &Value, delivery_attempt: u32) -> Plan {
+        self.plan_decided(matched, &|| Cow::Borrowed(envelope), delivery_attempt)
+    }
+
+    /// [`RuleSet::plan_matched`] with the envelope made on demand: it is read only to explain
+    /// an unmatched event, to check schemas and as the input of transforms.
+    fn plan_decided<'e>(
+        &self,
+        matched: Vec<usize>,
+        envelope: &dyn Fn() -> Cow<'e, Value>,
+        delivery_attempt: u32,
+    ) -> Plan {
         let max_attempts = matched
             .iter()
             .filter_map(|&i| self.rules[i].max_attempts)
@@ -355,7 +395,7 @@ impl RuleSet {
                     reason: Reason::Unmatched,
                     rule: None,
                     error: "no rule matched this event".into(),
-                    explain: Some(self.why_unmatched(envelope)),
+                    explain: Some(self.why_unmatched(&envelope())),
                 }),
             };
             return Plan {
@@ -426,7 +466,7 @@ impl RuleSet {
         let transform_input = forwards
             .iter()
             .any(|f| matches!(f.body, ForwardBody::Pending(_)))
-            .then(|| serde_json::to_vec(envelope).expect("a JSON value always serializes"));
+            .then(|| serde_json::to_vec(envelope().as_ref()).expect("a JSON value always serializes"));
         Plan {
             matched,
             forwards,

@@ -7,7 +7,6 @@
 //! skipped with `IgnoredAny`. The result matches exactly like the full document (a property the
 //! tests check), and invalid JSON is rejected exactly as a full parse would reject it.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -86,14 +85,17 @@ impl<'de> Visitor<'de> for Pruned<'_> {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             return Ok(Value::Object(out));
         }
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.trie.child(self.node, &key) {
-                Some(child) => {
+        while let Some(key) = map.next_key_seed(KeptKey {
+            trie: self.trie,
+            node: self.node,
+        })? {
+            match key {
+                Some((child, key)) => {
                     let value = map.next_value_seed(Pruned {
                         trie: self.trie,
                         node: child,
                     })?;
-                    out.insert(key.into_owned(), value);
+                    out.insert(key, value);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -101,5 +103,32 @@ impl<'de> Visitor<'de> for Pruned<'_> {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// Reads an object key and looks it up among `node`'s children: the child and the key (copied
+/// only then), or `None` when no pattern path continues through it.
+struct KeptKey<'t> {
+    trie: &'t PathTrie,
+    node: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for KeptKey<'_> {
+    type Value = Option<(u32, String)>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeptKey<'_> {
+    type Value = Option<(u32, String)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.trie.child(self.node, key).map(|child| (child, key.to_string())))
     }
 }

@@ -233,7 +233,7 @@ fn describe(f: &FieldRt) -> String {
 pub(crate) fn failing_fields(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value) -> usize {
     subs.iter()
         .map(|s| {
-            if verify(s, flat, vals, event) {
+            if verify(s, flat, vals, &|| event) {
                 return 0;
             }
             let alone = s.fields.iter().filter(|f| !field_alone(f, flat, vals).0).count();
@@ -257,7 +257,7 @@ pub(crate) fn explain(subs: &[Sub], flat: &Flat, vals: &[&Value], event: &Value)
         })
     };
     for s in subs {
-        if verify(s, flat, vals, event) {
+        if verify(s, flat, vals, &|| event) {
             let fields = s
                 .fields
                 .iter()

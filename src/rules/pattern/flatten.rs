@@ -185,6 +185,12 @@ impl PathTrie {
     pub fn has_children(&self, node: u32) -> bool {
         self.nodes[node as usize].keys.len() > 0
     }
+
+    /// True when some pattern field uses exactly the path of `node`.
+    #[inline]
+    pub fn is_field(&self, node: u32) -> bool {
+        self.nodes[node as usize].is_field
+    }
 }
 
 /// One flattened leaf.
@@ -223,6 +229,8 @@ pub(crate) struct Flat {
     ctx: Vec<Ctx>,
     /// Nodes whose `head`/`in_array` were set (to reset them cheaply).
     touched: Vec<u32>,
+    /// Arrays seen so far (each gets its own id).
+    arrays: u32,
 }
 
 impl Flat {
@@ -234,6 +242,7 @@ impl Flat {
         }
         self.touched.clear();
         self.leaves.clear();
+        self.arrays = 0;
         self.ctx.clear();
         self.ctx.push(Ctx {
             parent: 0,
@@ -258,6 +267,45 @@ impl Flat {
                 array: u32::MAX,
                 depth: 0,
             });
+        }
+    }
+
+    /// A fresh id for an array of the event.
+    #[inline]
+    pub fn new_array(&mut self) -> u32 {
+        let id = self.arrays;
+        self.arrays = self.arrays.wrapping_add(1);
+        id
+    }
+
+    /// A new context for an element of array `array` that sits in context `parent`.
+    #[inline]
+    pub fn push_ctx(&mut self, parent: u32, array: u32) -> u32 {
+        let id = self.ctx.len() as u32;
+        let depth = self.ctx[parent as usize].depth + 1;
+        self.ctx.push(Ctx { parent, array, depth });
+        id
+    }
+
+    /// Forget context `id` and every context made after it (no leaf may refer to them).
+    #[inline]
+    pub fn truncate_ctx(&mut self, id: u32) {
+        self.ctx.truncate(id as usize);
+    }
+
+    /// Record a leaf at trie node `node` in context `ctx`; its value is the caller's entry at
+    /// the same index.
+    #[inline]
+    pub fn push_leaf(&mut self, node: u32, ctx: u32) {
+        let idx = self.leaves.len() as u32;
+        let head = &mut self.head[node as usize];
+        if *head == NONE {
+            self.touched.push(node);
+        }
+        self.leaves.push(Leaf { node, next: *head, ctx });
+        *head = idx;
+        if ctx != 0 {
+            self.in_array[node as usize] = true;
         }
     }
 
@@ -316,7 +364,8 @@ impl Iterator for LeafIter<'_> {
 }
 
 /// Flatten `event` along the paths of `trie` into `flat` and `vals` (one value per leaf).
-/// `stack` is scratch space. `flat` must have been [`Flat::reset`] for this trie.
+/// `stack` is scratch space. `flat` must have been [`Flat::reset`] for this trie; leaves already
+/// in it (from [`crate::rules::pattern::raw`]) stay.
 pub(crate) fn flatten<'a>(
     trie: &PathTrie,
     event: &'a Value,
@@ -326,7 +375,6 @@ pub(crate) fn flatten<'a>(
 ) {
     stack.clear();
     stack.push((0, event, 0));
-    let mut arrays = 0u32;
     while let Some((n, v, ctx)) = stack.pop() {
         let node = &trie.nodes[n as usize];
         match v {
@@ -347,9 +395,7 @@ pub(crate) fn flatten<'a>(
                 }
             }
             Value::Array(items) => {
-                let array = arrays;
-                arrays = arrays.wrapping_add(1);
-                let depth = flat.ctx[ctx as usize].depth + 1;
+                let array = flat.new_array();
                 for e in items.iter().rev() {
                     // Skip elements that cannot yield a leaf here.
                     let useful = match e {
@@ -358,32 +404,14 @@ pub(crate) fn flatten<'a>(
                         _ => node.is_field,
                     };
                     if useful {
-                        let id = flat.ctx.len() as u32;
-                        flat.ctx.push(Ctx {
-                            parent: ctx,
-                            array,
-                            depth,
-                        });
+                        let id = flat.push_ctx(ctx, array);
                         stack.push((n, e, id));
                     }
                 }
             }
             _ => {
                 if node.is_field {
-                    let idx = flat.leaves.len() as u32;
-                    let head = &mut flat.head[n as usize];
-                    if *head == NONE {
-                        flat.touched.push(n);
-                    }
-                    flat.leaves.push(Leaf {
-                        node: n,
-                        next: *head,
-                        ctx,
-                    });
-                    *head = idx;
-                    if ctx != 0 {
-                        flat.in_array[n as usize] = true;
-                    }
+                    flat.push_leaf(n, ctx);
                     vals.push(v);
                 }
             }

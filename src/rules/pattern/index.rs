@@ -13,6 +13,7 @@ use crate::rules::pattern::anchors::Anchors;
 use crate::rules::pattern::compile::{compile_pattern, PatternError, SubPatternDef};
 use crate::rules::pattern::explain::{explain, failing_fields, Explanation};
 use crate::rules::pattern::flatten::{flatten, Flat, PathTrie, PathTrieBuilder};
+use crate::rules::pattern::raw::{Leaves, Sink};
 use crate::rules::pattern::verify::{verify, FieldRt, Sub};
 
 /// A compiled, immutable set of patterns. Cheap to share between threads (`Send + Sync`).
@@ -38,6 +39,8 @@ pub const NEAREST_WORK_LIMIT: usize = 1 << 20;
 pub struct MatchScratch {
     flat: Flat,
     vals: Vec<&'static Value>,
+    /// Scalars decoded straight from bytes by [`PatternSet::matches_json`].
+    owned: Vec<Value>,
     stack: Vec<(u32, &'static Value, u32)>,
     seen_sub: Vec<u32>,
     fired: Vec<u64>,
@@ -58,6 +61,38 @@ impl MatchScratch {
     /// How many leaves the last event had at pattern paths (for benchmarks and tuning).
     pub fn last_leaves(&self) -> usize {
         self.flat.leaves.len()
+    }
+
+    /// Ready the buffers for one event against `set`.
+    fn begin(&mut self, set: &PatternSet) {
+        if self.epoch == u32::MAX {
+            self.seen_sub.iter_mut().for_each(|e| *e = 0);
+            self.seen_rule.iter_mut().for_each(|e| *e = 0);
+            self.epoch = 0;
+        }
+        self.epoch += 1;
+        if self.seen_sub.len() < set.subs.len() {
+            self.seen_sub.resize(set.subs.len(), 0);
+            self.fired.resize(set.subs.len(), 0);
+        }
+        if self.seen_rule.len() < set.names.len() {
+            self.seen_rule.resize(set.names.len(), 0);
+        }
+        self.flat.reset(&set.trie);
+        self.touched.clear();
+        self.cands.clear();
+        self.matched.clear();
+    }
+
+    /// Do not keep the memory of one huge event for the rest of the thread's life.
+    fn trim(&mut self) {
+        const KEEP: usize = 1 << 16;
+        if self.vals.capacity() > KEEP || self.stack.capacity() > KEEP || self.owned.capacity() > KEEP {
+            self.vals.shrink_to(KEEP / 16);
+            self.stack.shrink_to(KEEP / 16);
+            self.owned.shrink_to(KEEP / 16);
+        }
+        self.flat.trim(KEEP);
     }
 }
 
@@ -142,10 +177,113 @@ impl PatternSet {
 
     /// [`PatternSet::matches`] with caller-provided scratch buffers.
     pub fn matches_with(&self, event: &Value, scratch: &mut MatchScratch, out: &mut Vec<usize>) {
+        scratch.begin(self);
+        let mut vs: Vec<&Value> = recycle(std::mem::take(&mut scratch.vals));
+        let mut st: Vec<(u32, &Value, u32)> = recycle(std::mem::take(&mut scratch.stack));
+        flatten(&self.trie, event, &mut scratch.flat, &mut vs, &mut st);
+        self.decide(scratch, &vs, &|| event, out);
+        scratch.vals = recycle(vs);
+        scratch.stack = recycle(st);
+        scratch.trim();
+    }
+
+    /// Matches the document whose top-level member `field` is the JSON text `json` and whose
+    /// other members are those of `rest` (an object without `field`, or `null` for none), and
+    /// appends the ids of matching patterns to `out` as [`PatternSet::matches`] does for the
+    /// parsed document. This is the worker's hot path: `json` is decoded straight into the
+    /// leaves patterns test (see [`crate::rules::pattern::raw`]), with no `Value` tree, unless
+    /// a subpattern needs the tree to decide array consistency. JSON that breaks the grammar is an
+    /// error (as for [`PatternSet::decode_pruned`], members no pattern reads are checked for
+    /// syntax only), and then nothing is appended.
+    pub fn matches_json(&self, field: &str, json: &[u8], rest: &Value, out: &mut Vec<usize>) -> serde_json::Result<()> {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut scratch) => self.matches_json_with(field, json, rest, &mut scratch, out),
+            Err(_) => self.matches_json_with(field, json, rest, &mut MatchScratch::default(), out),
+        })
+    }
+
+    /// [`PatternSet::matches_json`] with caller-provided scratch buffers.
+    pub fn matches_json_with(
+        &self,
+        field: &str,
+        json: &[u8],
+        rest: &Value,
+        scratch: &mut MatchScratch,
+        out: &mut Vec<usize>,
+    ) -> serde_json::Result<()> {
+        scratch.begin(self);
+        let mut owned = std::mem::take(&mut scratch.owned);
+        owned.clear();
+        if let Err(e) = self.decode_leaves(field, json, &mut scratch.flat, &mut owned) {
+            owned.clear();
+            scratch.owned = owned;
+            return Err(e);
+        }
+        let mut vs: Vec<&Value> = recycle(std::mem::take(&mut scratch.vals));
+        vs.extend(owned.iter());
+        let mut st: Vec<(u32, &Value, u32)> = recycle(std::mem::take(&mut scratch.stack));
+        flatten(&self.trie, rest, &mut scratch.flat, &mut vs, &mut st);
+        let tree = std::cell::OnceCell::new();
+        let event = || tree.get_or_init(|| self.document(field, json, rest));
+        self.decide(scratch, &vs, &event, out);
+        scratch.vals = recycle(vs);
+        scratch.stack = recycle(st);
+        owned.clear();
+        scratch.owned = owned;
+        scratch.trim();
+        Ok(())
+    }
+
+    /// Decodes `json` (the top-level member `field`) into leaves at pattern paths.
+    fn decode_leaves(
+        &self,
+        field: &str,
+        json: &[u8],
+        flat: &mut Flat,
+        vals: &mut Vec<Value>,
+    ) -> serde_json::Result<()> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        match self.trie.child(0, field) {
+            Some(node) => {
+                let mut sink = Sink { flat, vals };
+                let leaves = Leaves {
+                    trie: &self.trie,
+                    node,
+                    ctx: 0,
+                    sink: &mut sink,
+                };
+                serde::de::DeserializeSeed::deserialize(leaves, &mut de)?;
+            }
+            None => {
+                serde::de::Deserialize::deserialize(&mut de).map(|_: serde::de::IgnoredAny| ())?;
+            }
+        }
+        de.end()
+    }
+
+    /// The (pruned) document [`PatternSet::matches_json`] matches, as a tree.
+    fn document(&self, field: &str, json: &[u8], rest: &Value) -> Value {
+        // `json` has already been decoded once without error by the same parser.
+        let body = self.decode_pruned(field, json).unwrap_or(Value::Null);
+        let mut document = match rest {
+            Value::Object(members) => members.clone(),
+            _ => serde_json::Map::new(),
+        };
+        document.insert(field.to_string(), body);
+        Value::Object(document)
+    }
+
+    /// Probe the index with the event's leaves, verify the candidates, and append the matching
+    /// pattern ids to `out` (ascending, each once).
+    fn decide<'e>(
+        &self,
+        scratch: &mut MatchScratch,
+        vs: &[&Value],
+        event: &dyn Fn() -> &'e Value,
+        out: &mut Vec<usize>,
+    ) {
         let MatchScratch {
             flat,
-            vals,
-            stack,
             seen_sub,
             fired,
             seen_rule,
@@ -154,29 +292,9 @@ impl PatternSet {
             cands,
             matched,
             buf,
+            ..
         } = scratch;
-        if *epoch == u32::MAX {
-            seen_sub.iter_mut().for_each(|e| *e = 0);
-            seen_rule.iter_mut().for_each(|e| *e = 0);
-            *epoch = 0;
-        }
-        *epoch += 1;
         let ep = *epoch;
-        if seen_sub.len() < self.subs.len() {
-            seen_sub.resize(self.subs.len(), 0);
-            fired.resize(self.subs.len(), 0);
-        }
-        if seen_rule.len() < self.names.len() {
-            seen_rule.resize(self.names.len(), 0);
-        }
-        flat.reset(&self.trie);
-        touched.clear();
-        cands.clear();
-        matched.clear();
-        let mut vs: Vec<&Value> = recycle(std::mem::take(vals));
-        let mut st: Vec<(u32, &Value, u32)> = recycle(std::mem::take(stack));
-        flatten(&self.trie, event, flat, &mut vs, &mut st);
-
         // Probe: set a bit per (subpattern, filter field) that fired.
         let mut emit = |postings: &[u32]| {
             for &p in postings {
@@ -205,22 +323,13 @@ impl PatternSet {
         for &c in cands.iter() {
             let sub = &self.subs[c as usize];
             let r = sub.rule as usize;
-            if seen_rule[r] != ep && verify(sub, flat, &vs, event) {
+            if seen_rule[r] != ep && verify(sub, flat, vs, event) {
                 seen_rule[r] = ep;
                 matched.push(r);
             }
         }
         matched.sort_unstable();
         out.extend_from_slice(matched);
-        *vals = recycle(vs);
-        *stack = recycle(st);
-        // Do not keep the memory of one huge event for the rest of the thread's life.
-        const KEEP: usize = 1 << 16;
-        if vals.capacity() > KEEP || stack.capacity() > KEEP {
-            vals.shrink_to(KEEP / 16);
-            stack.shrink_to(KEEP / 16);
-        }
-        flat.trim(KEEP);
     }
 
     /// True when some pattern looks at top-level field `field`.
@@ -496,6 +605,52 @@ mod tests {
             }
         }
         assert!(checked[0] > 1000 && checked[1] > 1000, "{checked:?}");
+    }
+
+    fn hits_json(s: &PatternSet, body: &Value, rest: Value) -> Vec<usize> {
+        let mut out = Vec::new();
+        s.matches_json("body", body.to_string().as_bytes(), &rest, &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn matching_from_bytes_builds_the_tree_when_array_consistency_needs_it() {
+        // 100 × 100 leaf pairs in one array: too many for the leaf search, so the tree walk
+        // decides, on a tree the matcher builds from the bytes on demand.
+        let elems: Vec<Value> = (0..100).map(|i| json!({"b": i, "c": i})).collect();
+        let body = json!({ "a": elems });
+        let s = set(&[
+            json!({"body": {"a": {"b": [5], "c": [5]}}}),
+            json!({"body": {"a": {"b": [5], "c": [6]}}}),
+            json!({"body": {"a": {"b": [7]}}, "attributes": {"k": ["v"]}}),
+        ]);
+        assert_eq!(hits_json(&s, &body, json!({"attributes": {"k": "v"}})), vec![0, 2]);
+        assert_eq!(hits_json(&s, &body, json!({})), vec![0]);
+        assert_eq!(hits(&s, json!({"body": body, "attributes": {"k": "v"}})), vec![0, 2]);
+    }
+
+    #[test]
+    fn matching_from_bytes_rejects_what_a_full_parse_rejects() {
+        let s = set(&[json!({"body": {"a": [1]}})]);
+        for bad in [&b"{\"a\": 1"[..], b"{\"b\": [1,]}", b"{\"a\": 1} x", b""] {
+            let mut out = vec![];
+            let from_bytes = s.matches_json("body", bad, &json!({}), &mut out);
+            let full = serde_json::from_slice::<Value>(bad);
+            assert_eq!(from_bytes.is_err(), full.is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(out.is_empty());
+        }
+        // A number beyond f64 in a member no pattern reads is valid JSON; it is skipped (only
+        // a full parse into a tree refuses it).
+        let mut out = vec![];
+        s.matches_json("body", b"{\"b\": 1e999, \"a\": 1}", &json!({}), &mut out)
+            .unwrap();
+        assert_eq!(out, vec![0]);
+        // Invalid UTF-8 in a member no pattern reads is skipped, as the pruned decode skips it.
+        let mut out = vec![];
+        s.matches_json("body", b"{\"z\": \"\xff\", \"a\": 1}", &json!({}), &mut out)
+            .unwrap();
+        assert_eq!(out, vec![0]);
     }
 
     #[test]

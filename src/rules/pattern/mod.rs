@@ -24,7 +24,8 @@
 //! Modules (one concept each): `compile` validates pattern structure and expands `$or`
 //! ([`PatternError`]); `parse_ops` validates value lists; `operators`, `text` and `ip` test leaf
 //! values; `flatten` turns events into leaves; `lookup` and `anchors` find candidates; `verify`
-//! decides array-consistent matches; `index` holds [`PatternSet`]; `explain` tells humans why.
+//! decides array-consistent matches; `index` holds [`PatternSet`]; `decode` parses only what
+//! patterns read and `raw` goes from bytes straight to leaves; `explain` tells humans why.
 
 mod anchors;
 mod compile;
@@ -36,6 +37,7 @@ mod ip;
 mod lookup;
 mod operators;
 mod parse_ops;
+mod raw;
 mod text;
 mod verify;
 

@@ -79,15 +79,17 @@ pub(crate) struct Sub {
     pub branch: Box<str>,
 }
 
-/// Decide whether `sub` matches; `flat`/`vals` hold the event's flattened leaves.
-pub(crate) fn verify(sub: &Sub, flat: &Flat, vals: &[&Value], event: &Value) -> bool {
+/// Decide whether `sub` matches; `flat`/`vals` hold the event's flattened leaves, and `event`
+/// gives its JSON tree, which only [`exact`] walks (so a caller matching from bytes builds the
+/// tree only then).
+pub(crate) fn verify<'e>(sub: &Sub, flat: &Flat, vals: &[&Value], event: &dyn Fn() -> &'e Value) -> bool {
     if let Some(b) = fast(sub, flat, vals) {
         return b;
     }
     if let Some(b) = small(sub, flat, vals) {
         return b;
     }
-    exact(sub, event)
+    exact(sub, event())
 }
 
 /// Largest product of per-field leaf counts that [`small`] searches exhaustively.
